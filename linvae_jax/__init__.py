@@ -1,0 +1,27 @@
+"""linvae_jax: closed-form posterior-collapse theory of linear VAEs, checked
+against vmapped gradient training.
+
+Public API (everything else lives in private ``_src`` modules)::
+
+    import linvae_jax as lv
+    m = lv.moments_from_arrays(x)                      # data second moments
+    model = lv.make_model("vae", latent_dim=4)         # learnable diagonal Sigma
+    hyper = {"beta": 1.0, "eta_enc": 1.0, "eta_dec": 1.0}
+    opt = model.optimum(m, hyper)                      # closed-form optimum
+    model.loss(opt.params, m, hyper)                   # == opt.loss
+"""
+from linvae_jax._src.model import LinearModel as LinearModel
+from linvae_jax._src.model import Optimum as Optimum
+from linvae_jax._src.model import Posterior as Posterior
+from linvae_jax._src.model import as_hyper as as_hyper
+from linvae_jax._src.models import make as make_model
+from linvae_jax._src.models import registry as model_registry
+from linvae_jax._src.moments import Moments as Moments
+from linvae_jax._src.moments import MomentAccumulator as MomentAccumulator
+from linvae_jax._src.moments import from_arrays as moments_from_arrays
+from linvae_jax._src.moments import from_batches as moments_from_batches
+from linvae_jax._src.moments import from_second_moments as moments_from_second_moments
+from linvae_jax._src.spectra import dma as dma
+from linvae_jax._src.spectra import svdvals as svdvals
+
+__version__ = "0.1.0"
