@@ -89,7 +89,7 @@ def psd_sqrt(a) -> jax.Array:
   """Symmetric PSD square root, negative round-off eigenvalues clipped to 0."""
   a = jnp.asarray(a)
   w, v = jnp.linalg.eigh(0.5 * (a + a.T))
-  return (v * jnp.sqrt(jnp.clip(w, 0.0))) @ v.T
+  return (v * jnp.sqrt(jnp.clip(w, 0.0))[None, :]) @ v.T
 
 
 def from_second_moments(xx, yy=None, xy=None, *, mean_x=None, mean_y=None,
@@ -264,7 +264,7 @@ def zeta(m: Moments, rtol: Optional[float] = None) -> jax.Array:
   if m.paired:
     return theta(m, rtol)
   p, _, inv, _ = whitening(m, rtol)
-  z = (m.xy.T @ p) * inv  # E[y x^T] P Phi^{-1/2}
+  z = (m.xy.T @ p) * inv[None, :]  # E[y x^T] P Phi^{-1/2}
   return jnp.linalg.svd(z, compute_uv=False)
 
 
@@ -293,7 +293,7 @@ def residual_moment(m: Moments, rtol: Optional[float] = None) -> jax.Array:
   u, s, _ = jnp.linalg.svd(gx, full_matrices=False)
   rtol = default_rtol(joint.shape[0], joint.dtype) if rtol is None else rtol
   keep = s > jnp.sqrt(rtol) * jnp.maximum(s[0], jnp.finfo(s.dtype).tiny)
-  u = u * keep
+  u = jnp.where(keep[None, :], u, 0.0)
   r = gy - u @ (u.T @ gy)
   e = r.T @ r
   return 0.5 * (e + e.T)

@@ -49,6 +49,8 @@ def dma(learned, theory) -> jax.Array:
   u, v = jnp.asarray(learned), jnp.asarray(theory)
   n = max(u.shape[-1], v.shape[-1])
   u, v = pad_to(sort_desc(u), n), pad_to(sort_desc(v), n)
+  shape = jnp.broadcast_shapes(u.shape, v.shape)  # explicit: rank promotion may be strict
+  u, v = jnp.broadcast_to(u, shape), jnp.broadcast_to(v, shape)
   return jnp.mean(jnp.abs(u - v), axis=-1)
 
 
