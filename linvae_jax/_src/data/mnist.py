@@ -136,13 +136,17 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
   _ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"),
               ("numpy.core.multiarray", "_reconstruct"),
               ("numpy._core.multiarray", "_reconstruct"),
-              ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar")}
+              ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+              ("_codecs", "encode")}  # Python 3 protocol-2 pickles store bytes this way
 
   def find_class(self, module, name):
     if (module, name) not in self._ALLOWED:
       raise pickle.UnpicklingError(f"global {module}.{name} is not allowed in an MNIST pickle")
     if module == "numpy":
       return getattr(np, name)
+    if module == "_codecs":
+      import codecs
+      return codecs.encode
     # numpy>=2 moved numpy.core to numpy._core; import the real one directly
     # (numpy.core emits a DeprecationWarning).
     try:
