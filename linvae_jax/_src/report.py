@@ -1,0 +1,419 @@
+r"""Report directories: results table, summary, figures, and their regeneration.
+
+:func:`write` lays out one verification::
+
+    DIR/results.csv         one row per cell (+ results.parquet with pyarrow)
+    DIR/summary.json        counts, worst numbers, tolerances, settings
+    DIR/arrays.npz          history, per-cell spectra, theory curves
+    DIR/summary.md          human summary linking the figures
+    DIR/dma_vs_step.png     D_MA against step (one curve per cell, or quantiles)
+    DIR/phase_diagram.png   predicted vs learned active modes over the two swept
+                            axes, with the closed-form boundaries
+    DIR/spectra.png         learned spectra (markers) against the x axis, with
+                            the theory curves
+    DIR/scatter.png         learned vs predicted, every mode of every cell
+
+:func:`write_suite` adds an index (``summary.md``, ``summary.json``,
+``results.csv`` of all problems) above one such directory per problem.
+:func:`regenerate` (``linvae report DIR``) rebuilds figures and summaries
+from the saved files alone, for either layout.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+
+FIGURES = ("dma_vs_step", "phase_diagram", "spectra", "scatter")
+
+
+def _plt():
+  import matplotlib
+  matplotlib.use("Agg", force=True)  # headless: never open a window
+  import matplotlib.pyplot as plt
+  return plt
+
+
+def _json_default(o):
+  if isinstance(o, (np.integer,)):
+    return int(o)
+  if isinstance(o, (np.floating,)):
+    return float(o)
+  if isinstance(o, np.ndarray):
+    return o.tolist()
+  return str(o)
+
+
+# ---------------------------------------------------------------- writing --
+
+def write(rep, out_dir, *, figures: bool = True) -> dict:
+  """Write a :class:`~linvae_jax._src.verify.VerifyReport` to ``out_dir``.
+
+  Args:
+    rep: the report.
+    out_dir: directory (created).
+    figures: also render the PNG figures.
+
+  Returns:
+    dict name -> path of every file written.
+  """
+  os.makedirs(out_dir, exist_ok=True)
+  paths = {"results": os.path.join(out_dir, "results.csv")}
+  table = rep.table.copy()
+  table.to_csv(paths["results"], index_label="cell")
+  try:
+    import pyarrow  # noqa: F401
+    t = table.copy()
+    for c in t.columns:  # tuples (diagonal sigma) are not Parquet scalars
+      if t[c].map(lambda v: isinstance(v, tuple)).any():
+        t[c] = t[c].map(str)
+    paths["parquet"] = os.path.join(out_dir, "results.parquet")
+    t.to_parquet(paths["parquet"])
+  except ImportError:
+    pass
+  arrays = {f"history/{k}": np.asarray(v) for k, v in rep.history.items()}
+  arrays.update({f"spectra/{k}": np.asarray(v) for k, v in rep.spectra.items()})
+  meta = {}
+  for k, v in rep.theory.items():
+    if isinstance(v, str):
+      meta[k] = v
+    else:
+      arrays[f"theory/{k}"] = np.asarray(v)
+  paths["arrays"] = os.path.join(out_dir, "arrays.npz")
+  np.savez(paths["arrays"], **arrays)
+  summary = dict(rep.summary, theory_meta=meta)
+  paths["summary_json"] = os.path.join(out_dir, "summary.json")
+  with open(paths["summary_json"], "w") as f:
+    json.dump(summary, f, indent=1, default=_json_default)
+  rep.out_dir = str(out_dir)
+  if figures:
+    rep.figures = render_figures(rep, out_dir)
+    paths.update(rep.figures)
+  paths["summary_md"] = os.path.join(out_dir, "summary.md")
+  with open(paths["summary_md"], "w") as f:
+    f.write(summary_markdown(rep))
+  return paths
+
+
+def load(out_dir):
+  """Read a report directory written by :func:`write` back into a ``VerifyReport``."""
+  from linvae_jax._src.verify import VerifyReport
+  res = os.path.join(out_dir, "results.csv")
+  if not os.path.exists(res):
+    raise ValueError(f"{out_dir!r} is not a linvae report directory (no results.csv).")
+  table = pd.read_csv(res, index_col="cell")
+  table["reason"] = table["reason"].fillna("").astype(str)
+  table["passed"] = table["passed"].astype(bool)
+  with open(os.path.join(out_dir, "summary.json")) as f:
+    summary = json.load(f)
+  meta = summary.pop("theory_meta", {})
+  history, spectra, theory = {}, {}, dict(meta)
+  apath = os.path.join(out_dir, "arrays.npz")
+  if os.path.exists(apath):
+    with np.load(apath) as z:
+      for k in z.files:
+        group, name = k.split("/", 1)
+        {"history": history, "spectra": spectra, "theory": theory}[group][name] = z[k]
+  return VerifyReport(table=table, summary=summary, history=history, spectra=spectra,
+                      theory=theory, out_dir=str(out_dir))
+
+
+def write_suite(reports: dict, out_dir) -> dict:
+  """Index of several problem reports under ``out_dir`` (each in ``out_dir/<name>``).
+
+  Writes ``results.csv`` (all cells, with a ``problem`` column),
+  ``summary.json`` (per problem and overall) and ``summary.md``.
+  """
+  os.makedirs(out_dir, exist_ok=True)
+  frames = []
+  for name, rep in reports.items():
+    t = rep.table.copy()
+    t.insert(0, "problem", name)
+    t.insert(1, "cell", np.arange(len(t)))
+    frames.append(t[[c for c in t.columns if not c.startswith(("collapsed", "pred_collapsed",
+                                                                 "au_", "pred_au", "kl_",
+                                                                 "pred_kl"))]])
+  allt = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+  paths = {"results": os.path.join(out_dir, "results.csv")}
+  allt.to_csv(paths["results"], index=False)
+  summ = {"ok": all(r.passed for r in reports.values()),
+          "problems": {n: r.summary for n, r in reports.items()}}
+  paths["summary_json"] = os.path.join(out_dir, "summary.json")
+  with open(paths["summary_json"], "w") as f:
+    json.dump(summ, f, indent=1, default=_json_default)
+  paths["summary_md"] = os.path.join(out_dir, "summary.md")
+  with open(paths["summary_md"], "w") as f:
+    f.write(suite_markdown(reports))
+  return paths
+
+
+def regenerate(out_dir) -> dict:
+  """Rebuild figures and summaries of a report directory (``linvae report DIR``).
+
+  Works on a single report (``results.csv`` + ``summary.json``) and on a
+  suite (sub-directories that are reports).
+
+  Returns:
+    dict name -> path of every file written.
+  """
+  if not os.path.isdir(out_dir):
+    raise ValueError(f"report directory {out_dir!r} does not exist.")
+  if os.path.exists(os.path.join(out_dir, "arrays.npz")):
+    rep = load(out_dir)
+    figs = render_figures(rep, out_dir)
+    rep.figures = figs
+    with open(os.path.join(out_dir, "summary.md"), "w") as f:
+      f.write(summary_markdown(rep))
+    return {**figs, "summary_md": os.path.join(out_dir, "summary.md")}
+  subs = sorted(d for d in os.listdir(out_dir)
+                if os.path.exists(os.path.join(out_dir, d, "arrays.npz")))
+  if not subs:
+    raise ValueError(f"{out_dir!r} holds no linvae report (no arrays.npz here or one level down).")
+  reps, paths = {}, {}
+  for d in subs:
+    sub = os.path.join(out_dir, d)
+    paths.update({f"{d}/{k}": v for k, v in regenerate(sub).items()})
+    reps[d] = load(sub)
+    reps[d].figures = {n: os.path.join(sub, f"{n}.png") for n in FIGURES
+                       if os.path.exists(os.path.join(sub, f"{n}.png"))}
+  paths.update(write_suite(reps, out_dir))
+  return paths
+
+
+# --------------------------------------------------------------- markdown --
+
+def _md_table(df: pd.DataFrame) -> str:
+  cols = list(df.columns)
+  lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+  for _, r in df.iterrows():
+    cells = []
+    for c in cols:
+      v = r[c]
+      cells.append(f"{v:.3g}" if isinstance(v, (float, np.floating)) else str(v))
+    lines.append("| " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+def summary_markdown(rep) -> str:
+  """The ``summary.md`` of one report."""
+  s = rep.summary
+  verdict = "PASS" if rep.passed else "FAIL"
+  tol = s["tolerances"]
+  out = [f"# {s['name']}: {verdict} ({s['passed']}/{s['cells']} cells)", ""]
+  if s.get("description"):
+    out += [s["description"], ""]
+  out += [f"* model: `{s['model_repr']}`", f"* data: {s['data']} ({s['dtype']})",
+          f"* training: {s['objective']}, {s['steps']} steps per cell",
+          f"* tolerances: D_MA <= {tol['dma']:.3g}, |L - L*|/max(1, |L*|) <= {tol['rel_gap']:.3g}, "
+          f"active-count difference <= {tol['active']}",
+          f"* worst D_MA: {s['max_dma']:.3g} "
+          + ", ".join(f"{k} {v:.3g}" for k, v in s["max_dma_by_spectrum"].items()),
+          f"* worst relative loss gap: {s['max_rel_gap']:.3g}",
+          f"* active-count mismatches: {s['active_mismatches']}", ""]
+  cols = [a for a in s["axes"] if a in rep.table.columns]
+  show = cols + [c for c in rep.table.columns if c.startswith(("dma_", "active_", "pred_active_"))]
+  show += ["rel_gap", "status", "passed"]
+  out += ["## Cells", "", _md_table(rep.table[[c for c in show if c in rep.table.columns]]), ""]
+  fails = rep.failures()
+  if len(fails):
+    out += ["## Failures", ""]
+    out += [f"* cell {i}: {r['reason']}" for i, r in fails.iterrows()]
+    out.append("")
+  if rep.figures:
+    out += ["## Figures", ""]
+    for n, p in rep.figures.items():
+      rel = os.path.basename(p)
+      out += [f"### {n}", "", f"![{n}]({rel})", ""]
+  return "\n".join(out)
+
+
+def suite_markdown(reports: dict) -> str:
+  """The index ``summary.md`` over several problem reports."""
+  ok = all(r.passed for r in reports.values())
+  out = [f"# linvae verify: {'PASS' if ok else 'FAIL'}", "",
+         "| problem | model | cells | passed | max D_MA | max rel gap | report |",
+         "|---|---|---|---|---|---|---|"]
+  for n, r in reports.items():
+    s = r.summary
+    out.append(f"| {n} | {s['model']} | {s['cells']} | {s['passed']} | {s['max_dma']:.2g} | "
+               f"{s['max_rel_gap']:.2g} | [{n}]({n}/summary.md) |")
+  out.append("")
+  for n, r in reports.items():
+    if not r.passed:
+      out += [f"## {n} failures", ""] + [f"* cell {i}: {x['reason']}"
+                                           for i, x in r.failures().iterrows()] + [""]
+  return "\n".join(out)
+
+
+# ---------------------------------------------------------------- figures --
+
+def render_figures(rep, out_dir) -> dict:
+  """Render the four PNG figures of a report; returns name -> path."""
+  plt = _plt()
+  paths = {}
+  for name, fn in (("dma_vs_step", _fig_dma), ("phase_diagram", _fig_phase),
+                   ("spectra", _fig_spectra), ("scatter", _fig_scatter)):
+    fig = fn(rep, plt)
+    if fig is None:
+      continue
+    p = os.path.join(out_dir, f"{name}.png")
+    fig.savefig(p, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    paths[name] = p
+  return paths
+
+
+def _title(rep) -> str:
+  s = rep.summary
+  return f"{s['name']} ({s['model']}): {s['passed']}/{s['cells']} passed"
+
+
+def _fig_dma(rep, plt):
+  keys = sorted(k[4:] for k in rep.history if k.startswith("dma_"))
+  if not keys or "step" not in rep.history:
+    return None
+  step = np.asarray(rep.history["step"])
+  fig, axs = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4), squeeze=False)
+  tol = rep.summary["tolerances"]["dma"]
+  for ax, k in zip(axs[0], keys):
+    h = np.asarray(rep.history[f"dma_{k}"], np.float64)
+    h = np.maximum(h, 1e-17)  # exact zeros on a log axis
+    if h.shape[0] <= 40:
+      for i in range(h.shape[0]):
+        ax.plot(step, h[i], lw=0.9, alpha=0.8,
+                color="C3" if not bool(rep.table["passed"].iloc[i]) else "C0")
+    else:
+      qs = np.nanquantile(h, [0.0, 0.5, 0.9, 1.0], axis=0)
+      ax.fill_between(step, qs[0], qs[3], alpha=0.2, label="min-max")
+      ax.plot(step, qs[1], label="median")
+      ax.plot(step, qs[2], ls="--", label="90%")
+      ax.legend(fontsize=7)
+    ax.axhline(tol, color="k", ls=":", lw=1, label="tolerance")
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel(f"D_MA({k})")
+    ax.set_title(f"{k} (red: failed cells)", fontsize=9)
+  fig.suptitle(_title(rep), fontsize=10)
+  fig.tight_layout()
+  return fig
+
+
+def _edges(vals):
+  v = np.asarray(vals, np.float64)
+  if v.size == 1:
+    return np.asarray([v[0] / 1.5, v[0] * 1.5])
+  mids = np.sqrt(v[:-1] * v[1:])
+  return np.concatenate([[v[0] ** 2 / mids[0]], mids, [v[-1] ** 2 / mids[-1]]])
+
+
+def _fig_phase(rep, plt):
+  th = rep.theory
+  x_name = str(th.get("x_name", ""))
+  if not x_name or x_name not in rep.table.columns:
+    return None
+  y_name = str(th.get("y_name", ""))
+  lats = sorted(c[len("pred_active_"):] for c in rep.table.columns if c.startswith("pred_active_"))
+  t = rep.table
+  xs = np.unique(t[x_name].to_numpy(np.float64))
+  ys = np.unique(t[y_name].to_numpy(np.float64)) if y_name else np.asarray([1.0])
+  fig, axs = plt.subplots(1, len(lats), figsize=(4.8 * len(lats), 3.9), squeeze=False)
+  for ax, lat in zip(axs[0], lats):
+    pred = np.full((ys.size, xs.size), np.nan)
+    for _, r in t.iterrows():
+      i = int(np.searchsorted(ys, float(r[y_name]))) if y_name else 0
+      j = int(np.searchsorted(xs, float(r[x_name])))
+      pred[i, j] = r[f"pred_active_{lat}"]
+    vmax = max(1.0, float(np.nanmax(pred)))
+    mesh = ax.pcolormesh(_edges(xs), _edges(ys), pred, cmap="Blues", vmin=0, vmax=vmax * 1.25,
+                         shading="flat")
+    fig.colorbar(mesh, ax=ax, label=f"predicted active {lat}")
+    for _, r in t.iterrows():
+      yv = float(r[y_name]) if y_name else 1.0
+      la, pa = int(r[f"active_{lat}"]), int(r[f"pred_active_{lat}"])
+      ok = la == pa
+      ax.text(float(r[x_name]), yv, f"{la}" if ok else f"{la}≠{pa}", ha="center", va="center",
+              fontsize=8, color="k" if ok else "red", fontweight="normal" if ok else "bold")
+    keys = [k for k in th if k.startswith("thr/") and
+            (k == f"thr/{x_name}" and lat == lats[-1] or k == f"thr/{x_name}_{lat}")]
+    if y_name and "y_dense" in th:
+      for k in keys:
+        thr = np.asarray(th[k])  # (n_y, modes)
+        for m in range(thr.shape[1]):
+          c = thr[:, m]
+          ok = np.isfinite(c) & (c > 0)
+          if ok.any():
+            ax.plot(c[ok], np.asarray(th["y_dense"])[ok], color="C1", lw=1.1,
+                    label="closed-form boundary" if m == 0 else None)
+    ax.set_xscale("log")
+    ax.set_xlim(_edges(xs)[0], _edges(xs)[-1])
+    ax.set_xlabel(x_name)
+    if y_name:
+      ax.set_yscale("log")
+      ax.set_ylim(_edges(ys)[0], _edges(ys)[-1])
+      ax.set_ylabel(y_name)
+    else:
+      ax.set_yticks([])
+    ax.set_title(f"latent {lat}: learned count (text) vs predicted (shade)", fontsize=9)
+    if ax.get_legend_handles_labels()[0]:
+      ax.legend(fontsize=7, loc="lower left")
+  fig.suptitle(_title(rep), fontsize=10)
+  fig.tight_layout()
+  return fig
+
+
+def _fig_spectra(rep, plt):
+  th = rep.theory
+  x_name = str(th.get("x_name", ""))
+  keys = sorted(k[8:] for k in rep.spectra if k.startswith("learned/"))
+  keys = [k for k in keys if f"spec/{k}" in th and np.asarray(th[f"spec/{k}"]).shape[-1] > 0]
+  if not x_name or not keys or x_name not in rep.table.columns:
+    return None
+  y_name = str(th.get("y_name", ""))
+  yv = np.asarray(th["y_values"], np.float64)
+  fig, axs = plt.subplots(1, len(keys), figsize=(4.3 * len(keys), 3.5), squeeze=False)
+  for ax, k in zip(axs[0], keys):
+    curves = np.asarray(th[f"spec/{k}"])  # (n_y, n_x, modes)
+    for yi in range(curves.shape[0]):
+      lab = f"{y_name}={yv[yi]:.3g}" if y_name else "theory"
+      for m in range(curves.shape[2]):
+        ax.plot(th["x"], curves[yi, :, m], color=f"C{yi}", lw=1, alpha=0.7,
+                label=lab if m == 0 else None)
+    learned = np.asarray(rep.spectra[f"learned/{k}"])
+    xcell = rep.table[x_name].to_numpy(np.float64)
+    for i in range(learned.shape[0]):
+      yi = int(np.argmin(np.abs(yv - float(rep.table[y_name].iloc[i])))) if y_name else 0
+      ax.plot(np.full(learned.shape[1], xcell[i]), learned[i], ls="none", marker="o", ms=3.5,
+              mfc="none", color=f"C{yi}")
+    ax.set_xscale("log")
+    ax.set_xlabel(x_name)
+    ax.set_ylabel(k)
+    ax.set_title(f"{k}: learned (o) vs closed form (lines)", fontsize=9)
+    ax.legend(fontsize=7)
+  fig.suptitle(_title(rep), fontsize=10)
+  fig.tight_layout()
+  return fig
+
+
+def _fig_scatter(rep, plt):
+  keys = sorted(k[8:] for k in rep.spectra if k.startswith("learned/")
+                and f"predicted/{k[8:]}" in rep.spectra)
+  if not keys:
+    return None
+  fig, ax = plt.subplots(figsize=(4.4, 4.2))
+  lo, hi = np.inf, -np.inf
+  for c, k in enumerate(keys):
+    lv = np.asarray(rep.spectra[f"learned/{k}"]).ravel()
+    pv = np.asarray(rep.spectra[f"predicted/{k}"]).ravel()
+    n = min(lv.size, pv.size)
+    ax.plot(pv[:n], lv[:n], ls="none", marker="o", ms=3.5, mfc="none", color=f"C{c}", label=k)
+    lo, hi = min(lo, pv.min(), lv.min()), max(hi, pv.max(), lv.max())
+  ax.plot([lo, hi], [lo, hi], color="k", lw=0.8, ls=":", label="y = x")
+  ax.set_xlabel("predicted (closed form)")
+  ax.set_ylabel("learned")
+  ax.legend(fontsize=7)
+  ax.set_title(_title(rep), fontsize=9)
+  fig.tight_layout()
+  return fig
