@@ -325,9 +325,14 @@ def test_float32_path(mnist, full64, quad64):
   _assert_printed(e[RANKS - 1], CVAE_PRINTED)
   np.testing.assert_allclose(e[:64], np.asarray(mo.residual_eigvals(quad64))[:64],
                              atol=2e-4)  # float32, measured 7.6e-5
-  for digit, printed in ((1, "6.41"), (9, "13.42"), (7, "18.64")):
+  # Digit subsets are worse conditioned (rank A_x 134 for digit 1): the float32 joint
+  # square root's round-off moves the top-16 sums by up to 1.9e-3 (digit 1: 6.41517 vs
+  # 6.41322 in float64; digit 9: 13.42505 vs 13.42463, across the 13.425 edge), so
+  # float32 cannot print-reproduce them; check the float32 error bound only.
+  for digit, want in ((1, 6.4132244), (9, 13.4246323), (7, 18.6440681)):
     m = M.mnist_moments("quadrants", digit, data=mnist, dtype=jnp.float32)
-    _assert_printed([np.sum(np.asarray(mo.residual_eigvals(m, rtol=1e-10))[:16])], [printed])
+    got = np.sum(np.asarray(mo.residual_eigvals(m, rtol=1e-10))[:16])
+    np.testing.assert_allclose(got, want, atol=5e-3)  # float32
 
 
 @pytest.mark.mnist
