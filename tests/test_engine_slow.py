@@ -53,7 +53,7 @@ def test_sampled_objective_converges_on_synthetic_data():
   x = rng.standard_normal((2048, 4)) * np.sqrt([4.0, 2.0, 1.0, 0.25])
   m = lv.moments_from_arrays(x)  # the optimum of the empirical moments
   model = lv.make_model("vae", latent_dim=3)
-  g = G.product(beta=[0.5, 3.0]) * G.constant(eta_enc=1.0, eta_dec=1.0, lr=1e-2) * G.seeds(2)
+  g = G.product(beta=[1.5, 3.0]) * G.constant(eta_enc=1.0, eta_dec=1.0, lr=2e-2) * G.seeds(2)
   kw = dict(objective="sampled", data=x, batch_size=256, epochs=1000, record_every=100,
             optimizer=engine.AdamDecay(8000, 1e-3), progress=False)
   r = engine.train_grid(model, m, g, **kw)
