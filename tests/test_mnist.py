@@ -318,7 +318,6 @@ def test_float32_path(mnist, full64, quad64):
   assert th.dtype == np.float32
   _assert_printed(th[RANKS - 1], MHVAE_PRINTED)
   np.testing.assert_allclose(th[:64], np.asarray(mo.theta(full64))[:64], atol=5e-6)  # float32
-  # residual_moment needs a finer cut-off than its float32 default (see the xfail below)
   q32 = quad64.astype(jnp.float32)
   e = np.asarray(mo.residual_eigvals(q32, rtol=1e-10))
   assert e.dtype == np.float32
@@ -337,10 +336,12 @@ def test_float32_path(mnist, full64, quad64):
 
 @pytest.mark.mnist
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "moments.residual_moment's float32 default cut keeps singular values of G_x above "
-    "sqrt(784*eps32)=9.7e-3 relative, dropping ~50 of A_x's 179 directions: "
-    "eig_1(E) = 3.3370 (prints 3.34, not 3.33). Remove this xfail when the cut is fixed."))
 def test_float32_residual_default_cutoff(quad64):
+  # Regression: the default cut once kept singular values of G_x above
+  # sqrt(784*eps32) = 9.7e-3 relative, dropping ~50 of A_x's 179 directions
+  # (eig_1(E) = 3.3370, printing 3.34). It now cuts at 784*eps on them.
   e = np.asarray(mo.residual_eigvals(quad64.astype(jnp.float32)))
+  assert e.dtype == np.float32
   _assert_printed(e[RANKS - 1], CVAE_PRINTED)
+  np.testing.assert_allclose(e[:64], np.asarray(mo.residual_eigvals(quad64))[:64],
+                             atol=2e-4)  # float32

@@ -30,5 +30,5 @@ def sample_gauss(key, mean, cov) -> jax.Array:
   """Reparameterised draws mean + L eps, L L^T = cov (or sqrt of a diagonal)."""
   eps = jax.random.normal(key, mean.shape, mean.dtype)
   if cov.ndim == 1:
-    return mean + eps * jnp.sqrt(cov)
+    return mean + eps * jnp.sqrt(cov)[None, :]
   return mean + eps @ jnp.linalg.cholesky(cov).T

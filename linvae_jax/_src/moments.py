@@ -275,28 +275,42 @@ def linear_residual(m: Moments, rtol: Optional[float] = None) -> jax.Array:
   return jnp.maximum(jnp.trace(m.yy) - jnp.sum(zeta(m, rtol) ** 2), 0.0)
 
 
+def _residual_moment_impl(xx, xy, yy, rtol, xp):
+  """Shared numpy / jax.numpy body of :func:`residual_moment`."""
+  w, p = xp.linalg.eigh(0.5 * (xx + xx.T))
+  eps = float(xp.finfo(xx.dtype).eps)
+  cut = (xx.shape[0] * eps if rtol is None else rtol) * xp.maximum(w[-1], 0.0)
+  keep = w > cut
+  inv = xp.where(keep, 1.0 / xp.where(keep, w, 1.0), 0.0)
+  k = ((xy.T @ p) * inv[None, :]) @ p.T  # K = C^T A^+
+  # E[(y - Kx)(y - Kx)^T] expanded: exact for any K and only second-order
+  # sensitive to an error in K, unlike B - C^T A^+ C.
+  e = (yy - k @ xy) - (xy.T - k @ xx) @ k.T
+  return 0.5 * (e + e.T)
+
+
 def residual_moment(m: Moments, rtol: Optional[float] = None) -> jax.Array:
   """E = B - C^T A^+ C, the second moment of the regression residual y - Kx.
 
-  Computed as a least-squares residual on a square-root factor of the joint
-  moment J = [[A, C], [C^T, B]] = G^T G: E = G_y^T (I - Pi) G_y with Pi the
-  projector onto the column span of G_x. This avoids dividing by the small
-  eigenvalues of A (the whitening route loses all precision in float32 when
-  A is near-singular, as on MNIST). Returned symmetrised.
+  Computed as the expanded residual moment E[(y - Kx)(y - Kx)^T] with
+  K = C^T A^+ (pseudo-inverse over eigenvalues of A above ``rtol`` times the
+  largest, default ``D * eps``). That form is exact for any K and only
+  second-order sensitive to an error in K, so it stays at float32's limit
+  when A is ill-conditioned or y is on another scale than x, where the
+  subtraction B - C^T A^+ C or a square root of the joint moment lose it.
+
+  Concrete moments are processed in float64 (numpy) whatever their dtype and
+  the result cast back: MNIST's A has genuine eigenvalues at 3e-10 of the
+  largest, below what a float32 eigen-decomposition resolves. Under ``jit``
+  the same algorithm runs in the moments' dtype.
   """
   if m.paired:
     return jnp.zeros_like(m.yy)
-  d0 = m.dim_x
-  joint = jnp.block([[m.xx, m.xy], [m.xy.T, m.yy]])
-  g = psd_sqrt(joint)
-  gx, gy = g[:, :d0], g[:, d0:]
-  u, s, _ = jnp.linalg.svd(gx, full_matrices=False)
-  rtol = default_rtol(joint.shape[0], joint.dtype) if rtol is None else rtol
-  keep = s > jnp.sqrt(rtol) * jnp.maximum(s[0], jnp.finfo(s.dtype).tiny)
-  u = jnp.where(keep[None, :], u, 0.0)
-  r = gy - u @ (u.T @ gy)
-  e = r.T @ r
-  return 0.5 * (e + e.T)
+  if validation.is_concrete(m):
+    f64 = lambda a: np.asarray(a, np.float64)
+    e = _residual_moment_impl(f64(m.xx), f64(m.xy), f64(m.yy), rtol, np)
+    return jnp.asarray(e, m.dtype)
+  return _residual_moment_impl(m.xx, m.xy, m.yy, rtol, jnp)
 
 
 def residual_eigvals(m: Moments, rtol: Optional[float] = None) -> jax.Array:
