@@ -157,7 +157,7 @@ def test_optimum_matches_brute_force(key):
 @pytest.mark.slow
 @pytest.mark.parametrize("key", ["s3c", "s5iii", "d1=1"] + list(BIG))
 def test_optimum_matches_brute_force_all_cases(key):
-  check_against_brute(key, n_starts=3, polish=True)
+  check_against_brute(key, n_starts=2, polish=True)
 
 
 @pytest.mark.slow
