@@ -104,24 +104,9 @@ def regression(m: Moments, rtol=None) -> jax.Array:
 
 
 def residual_moment(m: Moments, rtol=None) -> jax.Array:
-  r"""E = B - C^T A^+ C (D2, D2), the second moment of y - Kx, symmetrised.
-
-  Evaluated as E(K) = E[(y - Kx)(y - Kx)^T] = (B - KC) - (C^T - KA) K^T at
-  K = C^T A^+. E(K) is stationary in K at the regression, so an error dK in
-  K only enters as dK A dK^T (second order).
-
-  Float32, max relative error vs float64 truth over 20 random 6x4 problems
-  with y depending on the whitened x (cond(A) = 1e4): rounding the moments to
-  float32 alone costs 7.9e-4; this form 1.0e-3; the whitening route 3.9e-3;
-  ``moments.residual_moment`` (least-squares residual on the eigh square root
-  of the joint moment) 7.0e-2. With y scaled by 10 at cond(A) = 1e2: 1.1e-5,
-  1.3e-5, 1.2e-4 and 1.5e-1 -- the joint square root is not invariant to the
-  relative scale of x and y. All agree to ~1e-12 in float64. Used here until
-  ``moments.residual_moment`` adopts it.
-  """
-  k = regression(m, rtol)
-  e = (m.yy - k @ m.xy) - (m.xy.T - k @ m.xx) @ k.T
-  return 0.5 * (e + e.T)
+  """E = B - C^T A^+ C (D2, D2): ``moments.residual_moment`` (the expanded,
+  second-order-stable form E[(y - Kx)(y - Kx)^T] at K = C^T A^+)."""
+  return moments_lib.residual_moment(m, rtol)
 
 
 def residual_eigh(m: Moments, rtol=None):
