@@ -84,3 +84,13 @@ def test_au_rank_and_exact_collapse():
   assert bool(col[2]) and not bool(col[0])  # var = prior, zero map: exact collapse
   assert int(metrics.rank_active(jnp.array([3.0, 1e-2, 1e-9]))) == 2
   assert int(metrics.rank_active(jnp.array([3.0, 1e-2, 1e-9]), rtol=0.1)) == 1
+
+
+def test_per_coordinate_prior_variance_broadcasts():
+  # Same result as a scalar prior when the (d,) prior is constant.
+  rng = np.random.default_rng(2)
+  post = _post(rng)
+  vec = Posterior(mean_map=post.mean_map, var=post.var, prior_var=jnp.full((3,), 1.0))
+  u = jnp.asarray(rng.normal(size=(50, 4)))
+  np.testing.assert_allclose(metrics.kl_samples(vec, u), metrics.kl_samples(post, u), rtol=1e-15)
+  np.testing.assert_allclose(metrics.kl_per_dim(vec, jnp.eye(4)), metrics.kl_per_dim(post, jnp.eye(4)), rtol=1e-15)

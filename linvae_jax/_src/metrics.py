@@ -84,7 +84,8 @@ def eps_delta_collapsed(post: Posterior, mean, second_moment, eps, delta) -> jax
 def kl_samples(post: Posterior, inputs) -> jax.Array:
   """Per-sample, per-coordinate KL for data ``inputs`` of shape (n, D_u)."""
   mu = inputs @ post.mean_map.T
-  return 0.5 * (_var_term(post)[None, :] + mu ** 2 / post.prior_var)
+  prior_var = jnp.broadcast_to(post.prior_var, post.var.shape)  # scalar or (d,)
+  return 0.5 * (_var_term(post)[None, :] + mu ** 2 / prior_var[None, :])
 
 
 def collapse_fraction_empirical(post: Posterior, inputs, eps) -> jax.Array:

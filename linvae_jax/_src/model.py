@@ -71,6 +71,8 @@ class Posterior:
 
   q(z_k | u) = N(mean_map[k] @ u, var[k]) with prior N(0, prior_var), where
   the input ``u`` is x (``input="x"``) or the stacked [x; y] (``input="xy"``).
+  ``var`` is a (d,) variance; ``prior_var`` a scalar or a per-coordinate (d,)
+  variance (the MHVAE's z1 has the marginal prior of p(z1|z2)p(z2)).
   """
   mean_map: jax.Array
   var: jax.Array
