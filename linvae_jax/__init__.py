@@ -10,11 +10,23 @@ Public API (everything else lives in private ``_src`` modules)::
     opt = model.optimum(m, hyper)                      # closed-form optimum
     model.loss(opt.params, m, hyper)                   # == opt.loss
 """
+from linvae_jax import data as data
+from linvae_jax import grid as grid
+from linvae_jax import metrics as metrics
+from linvae_jax import theory as theory
+from linvae_jax._src.compare import compare as compare
+from linvae_jax._src.engine import AdamDecay as AdamDecay
+from linvae_jax._src.engine import GridResult as GridResult
+from linvae_jax._src.engine import train_grid as train_grid
 from linvae_jax._src.model import LinearModel as LinearModel
 from linvae_jax._src.model import Optimum as Optimum
 from linvae_jax._src.model import Posterior as Posterior
 from linvae_jax._src.model import as_hyper as as_hyper
 from linvae_jax._src.models import make as make_model
+from linvae_jax._src.models.cvae import LinearCVAE as LinearCVAE
+from linvae_jax._src.models.mhvae import LinearMHVAE as LinearMHVAE
+from linvae_jax._src.models.vae import LinearVAE as LinearVAE
+from linvae_jax._src.models.vae_ldv import LinearVAELDV as LinearVAELDV
 from linvae_jax._src.models import registry as model_registry
 from linvae_jax._src.moments import Moments as Moments
 from linvae_jax._src.moments import MomentAccumulator as MomentAccumulator

@@ -17,3 +17,24 @@ from linvae_jax._src.data.synthetic import random_orthogonal as random_orthogona
 from linvae_jax._src.data.synthetic import regression as regression
 from linvae_jax._src.data.synthetic import straddling_spectrum as straddling_spectrum
 from linvae_jax._src.data.synthetic import streaming_moments as streaming_moments
+
+__all__ = [
+    "mnist",
+    "synthetic",
+    "MnistData",
+    "digit_subset",
+    "load_mnist",
+    "mnist_moments",
+    "mnist_view",
+    "Sample",
+    "cvae_gaussian",
+    "cvae_rho",
+    "exact_design",
+    "gaussian",
+    "gaussian_batches",
+    "iterate_batches",
+    "random_orthogonal",
+    "regression",
+    "straddling_spectrum",
+    "streaming_moments",
+]

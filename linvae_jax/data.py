@@ -1,0 +1,4 @@
+"""Data sets: seeded synthetic generators, MNIST loaders and streamed moments."""
+from linvae_jax._src.data import *  # noqa: F401,F403  (the curated list lives there)
+from linvae_jax._src.data import mnist as mnist  # noqa: F401
+from linvae_jax._src.data import synthetic as synthetic  # noqa: F401
