@@ -45,8 +45,8 @@ def parse_axis(text: str, name: str = "axis") -> list:
   (geometrically spaced), ``a,b,c`` (a list), ``a`` (one value), and
   ``[a,b,...]`` (one *vector* value, e.g. a diagonal ``sigma``).
 
-  >>> parse_axis("0.1:0.5:3")
-  [0.1, 0.3, 0.5]
+  >>> parse_axis("0:1:3")
+  [0.0, 0.5, 1.0]
   >>> parse_axis("log:1e-2:1:3")
   [0.01, 0.1, 1.0]
   >>> parse_axis("0.5,1,2")
@@ -323,8 +323,8 @@ def cmd_grid(args) -> int:
                           devices=devices, dtype=_dtype(args.dtype),
                           name=f"{model.label()} on {ds.label}", figures=not args.no_figures)
   t = rep.table
-  cols = list(rep.summary["axes"]) + [c for c in t.columns if c.startswith(("dma_", "pred_active_",
-                                                                           "active_"))]
+  cols = list(rep.summary["axes"]) + [c for c in t.columns if c.startswith(
+      ("dma_", "pred_active_", "learned_active_"))]
   print(_format_table(t, cols + ["rel_gap", "status", "passed"]))
   print(str(rep).splitlines()[0])
   print(f"report in {os.path.join(args.out, 'summary.md')}")

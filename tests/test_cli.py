@@ -17,7 +17,7 @@ def run(*args, cwd=None, timeout=900):
 
 
 def test_parse_axis_forms():
-  assert cli.parse_axis("0.1:5:3") == [0.1, 2.55, 5.0]
+  assert cli.parse_axis("0.1:5:3") == pytest.approx([0.1, 2.55, 5.0], rel=1e-15)  # float64
   assert cli.parse_axis("log:1e-2:1e1:4") == pytest.approx([1e-2, 1e-1, 1.0, 10.0], rel=1e-12)
   assert cli.parse_axis("0.5,1,2") == [0.5, 1.0, 2.0]
   assert cli.parse_axis("3") == [3.0]

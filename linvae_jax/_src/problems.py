@@ -183,7 +183,7 @@ def _problems() -> dict:
                           "(Dang Thm 1; W&Z Prop. 2 corrected)"),
       Problem("wz-regression", "vae", {"latent_dim": 3, "encoder_var": "learnable"},
               _regression(_WZ_A, _WZ_ZETA, 0.1, 4, 5), _VAE_AXES, {"eta_enc": 1.0}, _VAE_QUICK,
-              description="W&Z linear VAE with a target y != x (zeta = sv of E[y x~^T])"),
+              steps=20000, description="W&Z linear VAE with a target y != x (zeta = sv of E[y x~^T])"),
       Problem("cvae-learnable", "cvae", {"latent_dim": 4, "encoder_var": "learnable"},
               _conditional([2.0, 1.0, 0.5], _CVAE_E, 5, 6), _VAE_AXES, {"eta_enc": 1.0},
               _VAE_QUICK, description="linear CVAE, learnable Sigma (Dang Thm 2)"),

@@ -215,6 +215,7 @@ def summary_markdown(rep) -> str:
           f"* active-count mismatches: {s['active_mismatches']}", ""]
   cols = [a for a in s["axes"] if a in rep.table.columns]
   show = cols + [c for c in rep.table.columns if c.startswith(("dma_", "active_", "pred_active_"))]
+  show += [c for c in rep.table.columns if c.startswith("learned_active_")]
   show += ["rel_gap", "status", "passed"]
   out += ["## Cells", "", _md_table(rep.table[[c for c in show if c in rep.table.columns]]), ""]
   fails = rep.failures()
@@ -301,6 +302,20 @@ def _fig_dma(rep, plt):
   return fig
 
 
+def _value_ticks(axis, vals):
+  """Ticks at the grid values only: log axes' default minor labels overlap."""
+  from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
+  axis.set_major_locator(FixedLocator(np.asarray(vals, np.float64)))
+  axis.set_major_formatter(_fixed_formatter())
+  axis.set_minor_locator(NullLocator())
+  axis.set_minor_formatter(NullFormatter())
+
+
+def _fixed_formatter():
+  from matplotlib.ticker import FuncFormatter
+  return FuncFormatter(lambda v, _: f"{v:.3g}")
+
+
 def _edges(vals):
   v = np.asarray(vals, np.float64)
   if v.size == 1:
@@ -332,7 +347,8 @@ def _fig_phase(rep, plt):
     fig.colorbar(mesh, ax=ax, label=f"predicted active {lat}")
     for _, r in t.iterrows():
       yv = float(r[y_name]) if y_name else 1.0
-      la, pa = int(r[f"active_{lat}"]), int(r[f"pred_active_{lat}"])
+      lcol = f"learned_active_{lat}" if f"learned_active_{lat}" in t.columns else f"active_{lat}"
+      la, pa = int(r[lcol]), int(r[f"pred_active_{lat}"])
       ok = la == pa
       ax.text(float(r[x_name]), yv, f"{la}" if ok else f"{la}≠{pa}", ha="center", va="center",
               fontsize=8, color="k" if ok else "red", fontweight="normal" if ok else "bold")
@@ -349,10 +365,12 @@ def _fig_phase(rep, plt):
                     label="closed-form boundary" if m == 0 else None)
     ax.set_xscale("log")
     ax.set_xlim(_edges(xs)[0], _edges(xs)[-1])
+    _value_ticks(ax.xaxis, xs)
     ax.set_xlabel(x_name)
     if y_name:
       ax.set_yscale("log")
       ax.set_ylim(_edges(ys)[0], _edges(ys)[-1])
+      _value_ticks(ax.yaxis, ys)
       ax.set_ylabel(y_name)
     else:
       ax.set_yticks([])
@@ -388,6 +406,7 @@ def _fig_spectra(rep, plt):
       ax.plot(np.full(learned.shape[1], xcell[i]), learned[i], ls="none", marker="o", ms=3.5,
               mfc="none", color=f"C{yi}")
     ax.set_xscale("log")
+    _value_ticks(ax.xaxis, np.unique(xcell))
     ax.set_xlabel(x_name)
     ax.set_ylabel(k)
     ax.set_title(f"{k}: learned (o) vs closed form (lines)", fontsize=9)

@@ -20,6 +20,7 @@ Two questions a user asks of a closed form before training anything:
 """
 from __future__ import annotations
 
+import functools
 from typing import Mapping, Optional, Sequence
 
 import jax
@@ -46,13 +47,23 @@ def closed_form_key(model, name: str, latent: str, thresholds: Mapping) -> Optio
   return None
 
 
-def _active_counts(model, moments, hyper, name, values):
-  """Active count per latent at each value of hyperparameter ``name`` (vmapped)."""
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _counts(model, name, moments, hyper, values):
   def count(v):
     h = {**hyper, name: jnp.broadcast_to(v, jnp.shape(hyper[name]))}
     opt = model.optimum(moments, h)
     return {lat: jnp.sum(a) for lat, a in opt.active.items()}
-  return jax.tree.map(np.asarray, jax.jit(jax.vmap(count))(jnp.asarray(values, moments.dtype)))
+  return jax.vmap(count)(values)
+
+
+def _active_counts(model, moments, hyper, name, values):
+  """Active count per latent at each value of hyperparameter ``name`` (vmapped).
+
+  Module-level jit with the model and the name static: the bisection's
+  repeated calls reuse one compiled program.
+  """
+  out = _counts(model, name, moments, hyper, jnp.asarray(values, moments.dtype))
+  return jax.tree.map(np.asarray, out)
 
 
 def _root_find(model, moments, hyper, name, latent, *, span=1e8, n_scan=161, iters=60):

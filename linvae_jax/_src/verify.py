@@ -197,6 +197,37 @@ def _cell_label(row: Mapping, axes) -> str:
   return ", ".join(parts)
 
 
+def _learned_active_col(table, lat: str) -> str:
+  """``learned_active_<lat>`` (spectrum view, as Optimum.active) if present, else the
+  engine's encoder rank view ``active_<lat>``."""
+  c = f"learned_active_{lat}"
+  return c if c in table.columns else f"active_{lat}"
+
+
+def spectrum_active_counts(model, learned: dict, rtol: float = 1e-3) -> dict:
+  """Learned active modes per latent, counted like ``Optimum.active``.
+
+  ``Optimum.active`` is defined on the decoder spectrum (``omega``; the
+  MHVAE's z1 on its encoder spectrum ``lambda``). The engine's rank view
+  counts singular values of the x -> latent mean map instead; for the MHVAE
+  these differ by design: a z2 mode can be active (omega > 0, it encodes
+  z1's noise) above a collapsed z1 mode whose x -> z2 map is zero.
+  Entries above ``rtol * max(1, max)`` count.
+
+  Returns:
+    latent -> (G,) int counts.
+  """
+  out = {}
+  for lat in model.latents:
+    key = "lambda" if lat == "z1" else "omega"
+    if key not in learned:
+      continue
+    v = np.asarray(learned[key], np.float64)
+    cut = rtol * np.maximum(1.0, v.max(axis=-1, keepdims=True))
+    out[lat] = np.sum(v > cut, axis=-1)
+  return out
+
+
 def check_cells(table: pd.DataFrame, tol: Tolerances, *, learned: Optional[dict] = None,
                 predicted: Optional[dict] = None) -> pd.DataFrame:
   """Add ``passed`` and ``reason`` columns to an engine table.
@@ -245,7 +276,7 @@ def check_cells(table: pd.DataFrame, tol: Tolerances, *, learned: Optional[dict]
       why.append(f"loss gap (L - L*)/max(1, |L*|) = {r:.3g} > tol rel_gap {tol.rel_gap:.3g}")
     if tol.active is not None:
       for lat in lats:
-        la, pa = int(row[f"active_{lat}"]), int(row[f"pred_active_{lat}"])
+        la, pa = int(row[_learned_active_col(out, lat)]), int(row[f"pred_active_{lat}"])
         if abs(la - pa) > tol.active:
           why.append(f"active {lat}: learned {la} vs predicted {pa} modes "
                      f"(tol active {tol.active})")
@@ -462,7 +493,10 @@ def verify(model: Optional[LinearModel], data, grid: Optional[grid_lib.Grid] = N
       chunk_size=chunk_size)
   hyper = {k: jnp.asarray(cells[k], moments.dtype) for k in model.hyper_names}
   learned, predicted = _spectra_per_cell(model, moments, hyper, res.params)
-  table = check_cells(res.table, tol, learned=learned, predicted=predicted)
+  table = res.table.copy()
+  for lat, cnt in spectrum_active_counts(model, learned).items():
+    table[f"learned_active_{lat}"] = cnt
+  table = check_cells(table, tol, learned=learned, predicted=predicted)
   axes = [a for a in _swept(grid)] or [a for a in model.hyper_names]
   try:
     theory = theory_curves(model, moments, cells, axes)
@@ -481,7 +515,7 @@ def verify(model: Optional[LinearModel], data, grid: Optional[grid_lib.Grid] = N
       "max_dma_by_spectrum": {c[4:]: float(table[c].max()) for c in dma_cols},
       "max_rel_gap": float(np.max(np.abs(table["rel_gap"]))),
       "active_mismatches": int(sum(
-          (table[f"active_{c[12:]}"] != table[c]).sum()
+          (table[_learned_active_col(table, c[12:])] != table[c]).sum()
           for c in table.columns if c.startswith("pred_active_"))),
       "status_counts": {str(k): int(v) for k, v in table["status"].value_counts().items()},
       "wall_s": time.perf_counter() - t0,
