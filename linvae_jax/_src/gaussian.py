@@ -32,3 +32,12 @@ def sample_gauss(key, mean, cov) -> jax.Array:
   if cov.ndim == 1:
     return mean + eps * jnp.sqrt(cov)[None, :]
   return mean + eps @ jnp.linalg.cholesky(cov).T
+
+
+def cholesky_from_raw(raw) -> jax.Array:
+  """Lower-triangular Cholesky factor from an unconstrained square matrix.
+
+  The strict lower triangle is taken as is and the diagonal exponentiated, so
+  L L^T is positive definite for every ``raw`` (learnable full covariances).
+  """
+  return jnp.tril(raw, -1) + jnp.diag(jnp.exp(jnp.diagonal(raw)))

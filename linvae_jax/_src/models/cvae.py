@@ -83,10 +83,6 @@ class CVAEParams:
   sigma_raw: jax.Array
 
 
-def _cholesky_from_raw(raw):
-  return jnp.tril(raw, -1) + jnp.diag(jnp.exp(jnp.diagonal(raw)))
-
-
 def _joint(m: Moments):
   """J = E[u u^T] for u = [x; y], shape (D0 + D2, D0 + D2)."""
   return jnp.block([[m.xx, m.xy], [m.xy.T, m.yy]])
@@ -200,7 +196,7 @@ class LinearCVAE(LinearModel):
     if self.encoder_var == "learnable":
       return jnp.exp(params.sigma_raw)
     if self.encoder_var == "learnable_full":
-      l = _cholesky_from_raw(params.sigma_raw)
+      l = gaussian.cholesky_from_raw(params.sigma_raw)
       return l @ l.T
     return jnp.broadcast_to(jnp.asarray(hyper["sigma"]) ** 2, (self.latent_dim,))
 

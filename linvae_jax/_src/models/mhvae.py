@@ -92,22 +92,6 @@ class MHVAEParams:
   sigma2_raw: jax.Array
 
 
-def _cholesky_from_raw(raw):
-  return jnp.tril(raw, -1) + jnp.diag(jnp.exp(jnp.diagonal(raw)))
-
-
-def _noise(key, shape, cov):
-  """Draws of N(0, cov), cov a (d,) diagonal or (d, d) matrix, shape (n, d).
-
-  Local (not ``gaussian.sample_gauss``): that helper broadcasts (n, d) * (d,),
-  which strict rank promotion rejects.
-  """
-  eps = jax.random.normal(key, shape, cov.dtype)
-  if cov.ndim == 1:
-    return eps * jnp.sqrt(cov)[None, :]
-  return eps @ jnp.linalg.cholesky(cov).T
-
-
 @dataclasses.dataclass(frozen=True)
 class LinearMHVAE(LinearModel):
   """Linear two-latent Markovian hierarchical (beta1, beta2)-VAE.
@@ -179,7 +163,7 @@ class LinearMHVAE(LinearModel):
     if self.sigma2_var == "learnable":
       return jnp.exp(params.sigma2_raw)
     if self.sigma2_var == "learnable_full":
-      l = _cholesky_from_raw(params.sigma2_raw)
+      l = gaussian.cholesky_from_raw(params.sigma2_raw)
       return l @ l.T
     return jnp.broadcast_to(jnp.asarray(hyper["sigma2"]) ** 2, (self.latent_dim2,))
 
@@ -237,7 +221,7 @@ class LinearMHVAE(LinearModel):
     cov2 = self.sigma2_cov(params, hyper)
     z1 = x @ params.W1.T + jnp.sqrt(s1v) * jax.random.normal(k1, (x.shape[0], d1), x.dtype)
     mean2 = z1 @ params.W2.T
-    z2 = mean2 + _noise(k2, mean2.shape, cov2)
+    z2 = gaussian.sample_gauss(k2, mean2, cov2)
     nll_x = gaussian.neg_log_normal_iso(jnp.sum((x - z1 @ params.U1.T) ** 2, -1), x.shape[-1], dv)
     nll_z1 = gaussian.neg_log_normal_iso(jnp.sum((z1 - z2 @ params.U2.T) ** 2, -1), d1, dv)
     neg_ent1 = -0.5 * d1 * (jnp.log(2.0 * math.pi * s1v) + 1.0)

@@ -85,11 +85,6 @@ class VAEParams:
   sigma_raw: jax.Array
 
 
-def _cholesky_from_raw(raw):
-  low = jnp.tril(raw, -1)
-  return low + jnp.diag(jnp.exp(jnp.diagonal(raw)))
-
-
 @dataclasses.dataclass(frozen=True)
 class LinearVAE(LinearModel):
   """Linear (beta-)VAE with a target y (y = x unless the moments are paired).
@@ -161,7 +156,7 @@ class LinearVAE(LinearModel):
     if self.encoder_var == "learnable":
       return jnp.exp(params.sigma_raw)
     if self.encoder_var == "learnable_full":
-      l = _cholesky_from_raw(params.sigma_raw)
+      l = gaussian.cholesky_from_raw(params.sigma_raw)
       return l @ l.T
     return jnp.broadcast_to(jnp.asarray(hyper["sigma"]) ** 2, (self.latent_dim,))
 
@@ -208,10 +203,7 @@ class LinearVAE(LinearModel):
     x, y = batch if isinstance(batch, (tuple, list)) else (batch, batch)
     cov = self.encoder_cov(params, hyper)
     mean = x @ params.W.T
-    eps = jax.random.normal(key, mean.shape, mean.dtype)
-    # explicit [None, :]: implicit rank promotion is an error in the tests
-    z = (mean + eps * jnp.sqrt(cov)[None, :] if cov.ndim == 1
-         else mean + eps @ jnp.linalg.cholesky(cov).T)
+    z = gaussian.sample_gauss(key, mean, cov)
     resid = y - z @ params.U.T
     nll = gaussian.neg_log_normal_iso(jnp.sum(resid ** 2, -1), y.shape[-1], hyper["eta_dec"] ** 2)
     kl = gaussian.kl_gauss_iso_prior(mean, cov, hyper["eta_enc"] ** 2)
