@@ -37,7 +37,7 @@ theta_i = eig_i(E) (a *variance*, not square-rooted; non-increasing,
 * fixed Sigma = diag(sigma^2) (not in the paper): Thm 1 with the VAE theta
   replaced by sqrt(theta_i), the largest theta paired with the smallest sigma.
 
-Errata (docs/errata/cvae.md): the Thm 2 proof (eq. 37-39) uses theta^2 where
+Errata (docs/errata.md): the Thm 2 proof (eq. 37-39) uses theta^2 where
 the theorem uses theta (only the theorem's linear-theta form is the minimum);
 Z must be E[x~ y~^T] in R^{d0 x d2}, not the printed E[y~ x~^T]; the authors'
 code switches sigma* at theta = sqrt(beta) eta_dec instead of beta eta_dec^2.

@@ -35,7 +35,7 @@ theta_i = sqrt(eig_i(A)) (theta_i = 0 past rank(A)), with
 k = c^2 beta2 / beta1 and s_c = beta2 eta_dec^2 / beta1 = eta_enc^2 k:
 
 * ``sigma2_var`` learnable: Theorem 3, **corrected** (see
-  ``docs/errata/mhvae.md``): case (b) has a square root and Sigma2*, W2* carry
+  ``docs/errata.md``): case (b) has a square root and Sigma2*, W2* carry
   c^2 beta2/beta1 where the statement prints c^2.
 * ``sigma2_var="fixed"`` (Sigma2 = sigma2^2 I): Theorem 5 (App. F.2), whose
   printed W2* also needs c^2 beta2/beta1.

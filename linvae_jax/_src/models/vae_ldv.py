@@ -12,7 +12,7 @@ The model is :class:`~linvae_jax._src.models.vae.LinearVAE` with the decoder
 ``loss - (D2/2) log(2 pi)``.
 
 Optimum (W&Z App. D, corrected as in the theory notes §1.10; see
-``docs/errata/wz-lucas.md``). Profiling out U, W, Sigma (Cor. 2 with the
+``docs/errata.md``). Profiling out U, W, Sigma (Cor. 2 with the
 residual R = tr E[yy^T] - ||Z||_F^2 of W&Z Prop. 1 added) leaves
 
 .. math::
