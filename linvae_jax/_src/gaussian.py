@@ -41,3 +41,17 @@ def cholesky_from_raw(raw) -> jax.Array:
   L L^T is positive definite for every ``raw`` (learnable full covariances).
   """
   return jnp.tril(raw, -1) + jnp.diag(jnp.exp(jnp.diagonal(raw)))
+
+
+def trace_logdet(cov):
+  """(tr Sigma, log|Sigma|) for a (d,) diagonal or a (d, d) covariance."""
+  if cov.ndim == 1:
+    return jnp.sum(cov), jnp.sum(jnp.log(cov))
+  return jnp.trace(cov), jnp.linalg.slogdet(cov)[1]
+
+
+def trace_quad(u, cov) -> jax.Array:
+  """tr(U Sigma U^T) without forming the (D, D) product."""
+  if cov.ndim == 1:
+    return jnp.sum(u * u * cov[None, :])
+  return jnp.sum((u @ cov) * u)

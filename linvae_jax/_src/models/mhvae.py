@@ -177,16 +177,15 @@ class LinearMHVAE(LinearModel):
     u1, w1, u2, w2 = params.U1, params.W1, params.U2, params.W2
     d1, d2 = self.latent_dim1, self.latent_dim2
     cov2 = self.sigma2_cov(params, hyper)
-    if cov2.ndim == 1:
-      tr2, logdet2, u2_cov_u2t = jnp.sum(cov2), jnp.sum(jnp.log(cov2)), (u2 * cov2[None, :]) @ u2.T
-    else:
-      tr2, logdet2, u2_cov_u2t = jnp.trace(cov2), jnp.linalg.slogdet(cov2)[1], u2 @ cov2 @ u2.T
-    u1w1 = u1 @ w1
-    recon = (jnp.trace(a) - 2.0 * jnp.trace(u1w1 @ a) + jnp.trace(u1w1 @ a @ u1w1.T)
+    tr2, logdet2 = gaussian.trace_logdet(cov2)
+    # d1-sized products only: tr(U1 W1 A W1^T U1^T) = <U1^T U1, W1 A W1^T>.
+    wa = w1 @ a
+    waw = wa @ w1.T
+    recon = (jnp.trace(a) - 2.0 * jnp.sum(wa * u1.T) + jnp.sum((u1.T @ u1) * waw)
              + s1v * jnp.sum(u1 ** 2))
-    s1 = w1 @ a @ w1.T + s1v * jnp.eye(d1, dtype=a.dtype)
+    s1 = waw + s1v * jnp.eye(d1, dtype=a.dtype)
     m = u2 @ w2 - jnp.eye(d1, dtype=a.dtype)
-    consist = jnp.trace(m @ s1 @ m.T) + jnp.trace(u2_cov_u2t)
+    consist = jnp.trace(m @ s1 @ m.T) + gaussian.trace_quad(u2, cov2)
     top = jnp.trace(w2 @ s1 @ w2.T) + tr2
     return ((recon + b1 * consist) / dv + b2 * top / ev
             - b1 * d1 - b2 * d2 - b1 * d1 * jnp.log(s1v) - b2 * logdet2)

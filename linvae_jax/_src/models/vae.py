@@ -160,24 +160,19 @@ class LinearVAE(LinearModel):
       return l @ l.T
     return jnp.broadcast_to(jnp.asarray(hyper["sigma"]) ** 2, (self.latent_dim,))
 
-  @staticmethod
-  def _tr_logdet(cov):
-    if cov.ndim == 1:
-      return jnp.sum(cov), jnp.sum(jnp.log(cov))
-    return jnp.trace(cov), jnp.linalg.slogdet(cov)[1]
-
   # ------------------------------------------------------------------ loss --
   def loss(self, params: VAEParams, moments: Moments, hyper) -> jax.Array:
     beta, eta_enc, eta_dec = hyper["beta"], hyper["eta_enc"], hyper["eta_dec"]
     a, b, c = moments.xx, moments.yy, moments.xy
     u, w = params.U, params.W
     cov = self.encoder_cov(params, hyper)
-    tr_cov, logdet = self._tr_logdet(cov)
-    uw = u @ w
-    wa_wt = w @ a @ w.T
-    u_cov_ut = (u * cov[None, :]) @ u.T if cov.ndim == 1 else u @ cov @ u.T
-    recon_sq = (jnp.trace(b) - 2.0 * jnp.trace(uw @ c)
-                + jnp.trace(uw @ a @ uw.T) + jnp.trace(u_cov_ut))
+    tr_cov, logdet = gaussian.trace_logdet(cov)
+    # Traces through d1 x d1 products: O(d1 D^2) a step, never the D x D
+    # product U W (3 D^3 flops, 1.4 GFLOP at MNIST's D = 784):
+    # tr(U W C) = <W C, U^T>, tr(U W A W^T U^T) = <U^T U, W A W^T>.
+    wa_wt = (w @ a) @ w.T
+    recon_sq = (jnp.trace(b) - 2.0 * jnp.sum((w @ c) * u.T)
+                + jnp.sum((u.T @ u) * wa_wt) + gaussian.trace_quad(u, cov))
     d1, d2 = self.latent_dim, moments.dim_y
     ev, dv = eta_enc ** 2, eta_dec ** 2
     recon = 0.5 * recon_sq / dv + 0.5 * d2 * jnp.log(2.0 * math.pi * dv)
