@@ -87,7 +87,7 @@ def run_torch(torch, m, betas, d1, steps, lr):
       loss = torch_cvae_loss(torch, p, A, B, Cm, float(beta), d1)
       loss.backward()
       opt.step()
-    losses.append(float(loss))
+    losses.append(float(loss.detach()))
   return time.perf_counter() - t0, np.asarray(losses)
 
 

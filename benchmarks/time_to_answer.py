@@ -71,6 +71,7 @@ def main(argv=None, small=False):
   ap = argparse.ArgumentParser(description=__doc__)
   ap.add_argument("--small", action="store_true")
   ap.add_argument("--torch-epochs", type=int, default=1)
+  ap.add_argument("--steps", type=int, default=4000, help="max Adam steps per cell")
   ap.add_argument("--out", default=str(OUT))
   a = ap.parse_args([] if argv is None else argv)
   small = a.small or small
@@ -90,9 +91,9 @@ def main(argv=None, small=False):
   grid = G.product(beta=betas) * G.constant(eta_enc=1.0, eta_dec=1.0, lr=1e-2)
   before = engine.trace_count()
   t1 = time.perf_counter()
-  steps = 4000
+  steps = a.steps
   res = engine.train_grid(model, m, grid, steps=steps, optimizer=engine.AdamDecay(steps, 1e-2),
-                          record_every=100, tol_loss=1e-10, progress=False)
+                          record_every=min(100, steps), tol_loss=1e-10, progress=False)
   t_grid = time.perf_counter() - t1
   compiles = engine.trace_count() - before
   dma = res.table["dma_omega"].to_numpy()

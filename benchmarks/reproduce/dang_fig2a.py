@@ -31,7 +31,7 @@ def main(argv=None, small=False):
   m = C.mnist_moments("full")
   x, _ = C.mnist_images(2000 if a.small else 10000)
   x = x.astype(np.float64) / 255.0
-  steps = 1500 if a.small else 6000
+  steps = 4000 if a.small else 10000
   eps_grid = np.logspace(-6, 0, 25)
   rows, curves = [], {}
   for setting in ("learnable", "fixed"):
@@ -39,7 +39,7 @@ def main(argv=None, small=False):
     g = G.constant(beta=4.0, eta_enc=1.0, eta_dec=1.0) * G.seeds(2 if a.small else 4)
     if setting == "fixed":
       g = g * G.constant(sigma=1.0)
-    res = C.train(model, m, g, steps, lr=3e-2, keep_params=True)
+    res = C.train(model, m, g, steps, lr=3e-2, final_ratio=1.0, keep_params=True)
     h = {k: np.asarray(g.flatten()[0][k][0]) for k in model.hyper_names}
     opt = model.optimum(m, C.hyper(**h))
     post_opt = model.posterior(opt.params, C.hyper(**h))["z"]
