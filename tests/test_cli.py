@@ -52,10 +52,14 @@ def test_bad_argument_subprocess_is_one_line():
   assert "log spacing needs positive ends" in r.stderr
 
 
-def test_help_on_every_subcommand():
-  for sub in ([], ["verify"], ["grid"], ["theory"], ["report"]):
-    r = run(*sub, "--help")
-    assert r.returncode == 0 and "usage: linvae" in r.stdout, sub
+def test_help_on_every_subcommand(capsys):
+  r = run("--help")  # the script itself, once
+  assert r.returncode == 0 and "usage: linvae" in r.stdout
+  for sub in (["verify"], ["grid"], ["theory"], ["report"]):
+    with pytest.raises(SystemExit) as e:
+      cli.main([*sub, "--help"])
+    assert e.value.code == 0
+    assert f"usage: linvae {sub[0]}" in capsys.readouterr().out
 
 
 def test_resume_into_directory_of_a_different_spec(tmp_path):

@@ -29,8 +29,9 @@ def _fd(model, moments, hyper, name, h=1e-6):
 @pytest.mark.parametrize("model,hyper", [
     (lv.make_model("vae", latent_dim=3), VAE_H),
     (lv.make_model("vae", latent_dim=3, encoder_var="fixed"), {**VAE_H, "sigma": 0.7}),
-    (lv.make_model("mhvae", latent_dim1=3, latent_dim2=2),
-     {"beta1": 1.0, "beta2": 1.7, "eta_enc": 1.0, "eta_dec": 0.8, "sigma1": 0.9}),
+    pytest.param(lv.make_model("mhvae", latent_dim1=3, latent_dim2=2),
+                 {"beta1": 1.0, "beta2": 1.7, "eta_enc": 1.0, "eta_dec": 0.8, "sigma1": 0.9},
+                 marks=pytest.mark.slow),
 ])
 def test_jacobians_match_central_differences(model, hyper):
   jac = sensitivity.jacobians(model, M, hyper)

@@ -107,6 +107,7 @@ def test_every_problem_grid_straddles_with_margin():
     assert len(counts) >= 3, (name, counts)  # collapse on both sides, several levels
 
 
+@pytest.mark.slow  # `linvae verify --quick` in test_cli covers the same path by default
 def test_verify_quick_end_to_end(tmp_path):
   rep = verify.verify(None, "synthetic:vae-learnable", quick=True, out_dir=tmp_path / "r")
   assert rep.passed, str(rep)

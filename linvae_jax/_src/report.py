@@ -104,8 +104,9 @@ def load(out_dir):
   res = os.path.join(out_dir, "results.csv")
   if not os.path.exists(res):
     raise ValueError(f"{out_dir!r} is not a linvae report directory (no results.csv).")
-  table = pd.read_csv(res, index_col="cell")
-  table["reason"] = table["reason"].fillna("").astype(str)
+  table = pd.read_csv(res, index_col="cell", keep_default_na=False, na_values=["nan", "NaN"])
+  # an all-passed table has an empty reason column, which CSV reads as floats
+  table["reason"] = table["reason"].astype(object).where(table["reason"].notna(), "").astype(str)
   table["passed"] = table["passed"].astype(bool)
   with open(os.path.join(out_dir, "summary.json")) as f:
     summary = json.load(f)
