@@ -28,12 +28,18 @@ def _u_cov_trace(u, cov):
   return jnp.sum(u * u * cov[None, :]) if cov.ndim == 1 else jnp.sum((u @ cov) * u)
 
 
+def _tr_logdet(cov):
+  if cov.ndim == 1:
+    return jnp.sum(cov), jnp.sum(jnp.log(cov))
+  return jnp.trace(cov), jnp.linalg.slogdet(cov)[1]
+
+
 def vae_loss(model, params, moments, hyper):
   beta, ev, dv = hyper["beta"], hyper["eta_enc"] ** 2, hyper["eta_dec"] ** 2
   a, b, c = moments.xx, moments.yy, moments.xy
   u, w = params.U, params.W
   cov = model.encoder_cov(params, hyper)
-  tr_cov, logdet = model._tr_logdet(cov)
+  tr_cov, logdet = _tr_logdet(cov)
   waw = (w @ a) @ w.T
   recon_sq = (jnp.trace(b) - 2.0 * jnp.sum((w @ c) * u.T) + jnp.sum((u.T @ u) * waw)
               + _u_cov_trace(u, cov))
@@ -66,10 +72,7 @@ class FastCVAE(LinearCVAE):
     cross = pj_x @ (u2.T @ u1) - pj_y @ u1  # P J N^T U1
     njn = jnp.sum((u2 @ a) * u2) - 2.0 * jnp.sum(u2 * c.T) + jnp.trace(b)
     cov = self.encoder_cov(params, hyper)
-    if cov.ndim == 1:
-      tr_cov, logdet = jnp.sum(cov), jnp.sum(jnp.log(cov))
-    else:
-      tr_cov, logdet = jnp.trace(cov), jnp.linalg.slogdet(cov)[1]
+    tr_cov, logdet = _tr_logdet(cov)
     recon_sq = (jnp.sum((u1.T @ u1) * pjp) + 2.0 * jnp.trace(cross) + njn
                 + _u_cov_trace(u1, cov))
     recon = 0.5 * recon_sq / dv + 0.5 * d2 * jnp.log(2.0 * math.pi * dv)
@@ -86,10 +89,7 @@ class FastMHVAE(LinearMHVAE):
     u1, w1, u2, w2 = params.U1, params.W1, params.U2, params.W2
     d1, d2 = self.latent_dim1, self.latent_dim2
     cov2 = self.sigma2_cov(params, hyper)
-    if cov2.ndim == 1:
-      tr2, logdet2 = jnp.sum(cov2), jnp.sum(jnp.log(cov2))
-    else:
-      tr2, logdet2 = jnp.trace(cov2), jnp.linalg.slogdet(cov2)[1]
+    tr2, logdet2 = _tr_logdet(cov2)
     wa = w1 @ a
     waw = wa @ w1.T
     recon = (jnp.trace(a) - 2.0 * jnp.sum(wa * u1.T) + jnp.sum((u1.T @ u1) * waw)
