@@ -134,6 +134,6 @@ def test_verify_all_problems_pass(tmp_path):
 @pytest.mark.slow
 def test_verify_sampled_objective_quick():
   rep = verify.verify(None, "synthetic:vae-learnable", quick=True, objective="sampled",
-                      epochs=30)
+                      epochs=60)
   assert rep.summary["tolerances"]["dma"] == 2e-2
   assert rep.passed, str(rep)
