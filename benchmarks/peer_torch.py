@@ -137,8 +137,7 @@ def main(argv=None, small=False):
       speedup_incl_compile=t_torch / jax_first,
       max_rel_loss_diff=float(np.max(np.abs(l_jax - l_torch) / np.abs(l_torch))),
       max_gap_jax=float(r2.table["gap"].max()), machine=machine(),
-      note=("Both sides use the O(d1 D^2) trace form of the loss (benchmarks/reproduce/"
-            "fastloss.py). Shared CPU with other jobs running: ratios measured side by side, "
+      note=("Both sides use the O(d1 D^2) trace form of the loss (the library's). Shared CPU with other jobs running: ratios measured side by side, "
             "absolute times are noisy."))
   out = Path(a.out)
   out.mkdir(parents=True, exist_ok=True)
