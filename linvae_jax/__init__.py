@@ -9,6 +9,10 @@ Public API (everything else lives in private ``_src`` modules)::
     hyper = {"beta": 1.0, "eta_enc": 1.0, "eta_dec": 1.0}
     opt = model.optimum(m, hyper)                      # closed-form optimum
     model.loss(opt.params, m, hyper)                   # == opt.loss
+    rep = lv.verify(model, m, lv.grid.product(beta=[0.5, 4.0], eta_enc=[1.0], eta_dec=[1.0]))
+
+Submodules: ``lv.grid``, ``lv.metrics``, ``lv.theory``, ``lv.data``, and
+``linvae_jax.testing`` (pytest assertion helpers).
 """
 from linvae_jax import data as data
 from linvae_jax import grid as grid
@@ -33,7 +37,13 @@ from linvae_jax._src.moments import MomentAccumulator as MomentAccumulator
 from linvae_jax._src.moments import from_arrays as moments_from_arrays
 from linvae_jax._src.moments import from_batches as moments_from_batches
 from linvae_jax._src.moments import from_second_moments as moments_from_second_moments
+from linvae_jax._src.sensitivity import critical_values as critical_values
+from linvae_jax._src.sensitivity import jacobians as jacobians
 from linvae_jax._src.spectra import dma as dma
 from linvae_jax._src.spectra import svdvals as svdvals
+from linvae_jax._src.verify import Tolerances as Tolerances
+from linvae_jax._src.verify import VerifyReport as VerifyReport
+from linvae_jax._src.verify import default_tolerances as default_tolerances
+from linvae_jax._src.verify import verify as verify
 
 __version__ = "0.1.0"
