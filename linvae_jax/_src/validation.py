@@ -83,3 +83,15 @@ def check_latent_dim(name: str, d: int, limit: int, what: str) -> None:
     raise ValueError(f"{name} must be a positive integer, got {d!r}.")
   if d > limit:
     raise ValueError(f"{name}={d} is larger than {what} ({limit}).")
+
+
+def check_moment_blocks(moments) -> None:
+  """Shapes of A, B, C and the means agree, and every block is finite."""
+  d0, d2 = moments.xx.shape[-1], moments.yy.shape[-1]
+  for name, a, shape in (("moments.xx (A = E[x x^T])", moments.xx, (d0, d0)),
+                         ("moments.yy (B = E[y y^T])", moments.yy, (d2, d2)),
+                         ("moments.xy (C = E[x y^T])", moments.xy, (d0, d2)),
+                         ("moments.mean_x", moments.mean_x, (d0,)),
+                         ("moments.mean_y", moments.mean_y, (d2,))):
+    check_shape(name, a, shape)
+    check_finite(name, a)

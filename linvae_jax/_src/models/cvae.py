@@ -52,12 +52,12 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from linvae_jax._src import gaussian, spectra, validation
+from linvae_jax._src import covariance, gaussian, spectra, validation
 from linvae_jax._src import moments as moments_lib
 from linvae_jax._src.model import LinearModel, Optimum, Posterior
 from linvae_jax._src.moments import Moments
 
-ENCODER_VARS = ("learnable", "learnable_full", "fixed")
+ENCODER_VARS = covariance.SETTINGS
 
 
 @flax.struct.dataclass
@@ -139,10 +139,8 @@ class LinearCVAE(LinearModel):
   latents: ClassVar[tuple[str, ...]] = ("z",)
 
   def __post_init__(self):
-    if self.encoder_var not in ENCODER_VARS:
-      raise ValueError(f"encoder_var must be one of {ENCODER_VARS}, got {self.encoder_var!r}.")
-    if isinstance(self.latent_dim, bool) or not isinstance(self.latent_dim, int) or self.latent_dim < 1:
-      raise ValueError(f"latent_dim must be a positive integer, got {self.latent_dim!r}.")
+    covariance.check_setting("encoder_var", self.encoder_var)
+    covariance.check_dim("latent_dim", self.latent_dim)
 
   @property
   def hyper_names(self):
@@ -157,19 +155,12 @@ class LinearCVAE(LinearModel):
     if moments.paired:
       raise ValueError("moments must be unpaired moments of (x, y) for a CVAE "
                        "(moments.paired is True: build them with a y).")
-    d0, d2 = moments.xx.shape[-1], moments.yy.shape[-1]
-    validation.check_shape("moments.xx (A = E[x x^T])", moments.xx, (d0, d0))
-    validation.check_shape("moments.yy (B = E[y y^T])", moments.yy, (d2, d2))
-    validation.check_shape("moments.xy (C = E[x y^T])", moments.xy, (d0, d2))
-    validation.check_shape("moments.mean_x", moments.mean_x, (d0,))
-    validation.check_shape("moments.mean_y", moments.mean_y, (d2,))
+    validation.check_moment_blocks(moments)
 
   def check_hyper(self, hyper):
     super().check_hyper(hyper)
     if self.encoder_var == "fixed":
-      s = jnp.shape(hyper["sigma"])
-      if s not in ((), (1,), (self.latent_dim,)):
-        raise ValueError(f"sigma must be a scalar or have shape ({self.latent_dim},), got {s}.")
+      covariance.check_fixed_std("sigma", hyper["sigma"], self.latent_dim)
 
   def input_moments(self, moments: Moments):
     """(J, mean): second moment and mean of u = [x; y], the posterior input."""
@@ -182,23 +173,14 @@ class LinearCVAE(LinearModel):
     dt = moments.dtype
     d0, d1, d2 = moments.dim_x, self.latent_dim, moments.dim_y
     nrm = lambda k, s: scale * jax.random.normal(k, s, dt)
-    if self.encoder_var == "learnable":
-      raw = jnp.zeros((d1,), dt)
-    elif self.encoder_var == "learnable_full":
-      raw = jnp.zeros((d1, d1), dt)
-    else:
-      raw = jnp.zeros((0,), dt)
+    raw = covariance.init_raw(self.encoder_var, d1, dt)
     return CVAEParams(U1=nrm(ks[0], (d2, d1)), U2=nrm(ks[1], (d2, d0)),
                       W1=nrm(ks[2], (d1, d0)), W2=nrm(ks[3], (d1, d2)), sigma_raw=raw)
 
   def encoder_cov(self, params: CVAEParams, hyper):
     """Sigma as a (d1,) diagonal (learnable, fixed) or (d1, d1) matrix (full)."""
-    if self.encoder_var == "learnable":
-      return jnp.exp(params.sigma_raw)
-    if self.encoder_var == "learnable_full":
-      l = gaussian.cholesky_from_raw(params.sigma_raw)
-      return l @ l.T
-    return jnp.broadcast_to(jnp.asarray(hyper["sigma"]) ** 2, (self.latent_dim,))
+    return covariance.covariance(self.encoder_var, params.sigma_raw, hyper.get("sigma"),
+                                 self.latent_dim)
 
   # ------------------------------------------------------------------ loss --
   def loss(self, params: CVAEParams, moments: Moments, hyper) -> jax.Array:

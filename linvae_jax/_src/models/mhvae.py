@@ -56,11 +56,11 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from linvae_jax._src import gaussian, moments as moments_lib, spectra, validation
+from linvae_jax._src import covariance, gaussian, moments as moments_lib, spectra, validation
 from linvae_jax._src.model import LinearModel, Optimum, Posterior
 from linvae_jax._src.moments import Moments
 
-SIGMA2_VARS = ("learnable", "learnable_full", "fixed")
+SIGMA2_VARS = covariance.SETTINGS
 
 # Integer codes of ``Optimum.extras["regime"]`` (one per z1 mode, theta order):
 # the theorem's cases (a)/(b)/(c) (Thm 3) or (i)/(ii)/(iii) (Thm 5), and
@@ -114,12 +114,9 @@ class LinearMHVAE(LinearModel):
   latents: ClassVar[tuple[str, ...]] = ("z1", "z2")
 
   def __post_init__(self):
-    if self.sigma2_var not in SIGMA2_VARS:
-      raise ValueError(f"sigma2_var must be one of {SIGMA2_VARS}, got {self.sigma2_var!r}.")
-    for nm in ("latent_dim1", "latent_dim2"):
-      d = getattr(self, nm)
-      if isinstance(d, bool) or not isinstance(d, int) or d < 1:
-        raise ValueError(f"{nm} must be a positive integer, got {d!r}.")
+    covariance.check_setting("sigma2_var", self.sigma2_var)
+    covariance.check_dim("latent_dim1", self.latent_dim1)
+    covariance.check_dim("latent_dim2", self.latent_dim2)
 
   @property
   def hyper_names(self):
@@ -139,9 +136,7 @@ class LinearMHVAE(LinearModel):
   def check_hyper(self, hyper):
     super().check_hyper(hyper)
     for k in ("sigma1", "sigma2") if self.sigma2_var == "fixed" else ("sigma1",):
-      if validation.is_concrete(hyper[k]) and jnp.ndim(hyper[k]) != 0:
-        raise ValueError(f"{k} must be a scalar std (isotropic Sigma = {k}^2 I), "
-                         f"got shape {jnp.shape(hyper[k])}.")
+      covariance.check_fixed_std(k, hyper[k], 0, vector=False)
 
   # ---------------------------------------------------------------- params --
   def init(self, key, moments: Moments, scale=0.1) -> MHVAEParams:
@@ -149,23 +144,14 @@ class LinearMHVAE(LinearModel):
     dt = moments.dtype
     d0, d1, d2 = moments.dim_x, self.latent_dim1, self.latent_dim2
     rnd = lambda k, s: scale * jax.random.normal(k, s, dt)
-    if self.sigma2_var == "learnable":
-      raw = jnp.zeros((d2,), dt)
-    elif self.sigma2_var == "learnable_full":
-      raw = jnp.zeros((d2, d2), dt)
-    else:
-      raw = jnp.zeros((0,), dt)
+    raw = covariance.init_raw(self.sigma2_var, d2, dt)
     return MHVAEParams(U1=rnd(ks[0], (d0, d1)), W1=rnd(ks[1], (d1, d0)),
                        U2=rnd(ks[2], (d1, d2)), W2=rnd(ks[3], (d2, d1)), sigma2_raw=raw)
 
   def sigma2_cov(self, params: MHVAEParams, hyper):
     """Sigma2 as a (d2,) diagonal (learnable, fixed) or (d2, d2) matrix (full)."""
-    if self.sigma2_var == "learnable":
-      return jnp.exp(params.sigma2_raw)
-    if self.sigma2_var == "learnable_full":
-      l = gaussian.cholesky_from_raw(params.sigma2_raw)
-      return l @ l.T
-    return jnp.broadcast_to(jnp.asarray(hyper["sigma2"]) ** 2, (self.latent_dim2,))
+    return covariance.covariance(self.sigma2_var, params.sigma2_raw, hyper.get("sigma2"),
+                                 self.latent_dim2)
 
   # ------------------------------------------------------------------ loss --
   def _loss_hvae(self, params: MHVAEParams, moments: Moments, hyper) -> jax.Array:

@@ -59,12 +59,12 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from linvae_jax._src import gaussian, spectra, validation
+from linvae_jax._src import covariance, gaussian, spectra, validation
 from linvae_jax._src import moments as moments_lib
 from linvae_jax._src.model import LinearModel, Optimum, Posterior
 from linvae_jax._src.moments import Moments
 
-ENCODER_VARS = ("learnable", "learnable_full", "fixed")
+ENCODER_VARS = covariance.SETTINGS
 
 
 @flax.struct.dataclass
@@ -103,10 +103,8 @@ class LinearVAE(LinearModel):
   latents: ClassVar[tuple[str, ...]] = ("z",)
 
   def __post_init__(self):
-    if self.encoder_var not in ENCODER_VARS:
-      raise ValueError(f"encoder_var must be one of {ENCODER_VARS}, got {self.encoder_var!r}.")
-    if not isinstance(self.latent_dim, int) or self.latent_dim < 1:
-      raise ValueError(f"latent_dim must be a positive integer, got {self.latent_dim!r}.")
+    covariance.check_setting("encoder_var", self.encoder_var)
+    covariance.check_dim("latent_dim", self.latent_dim)
 
   @property
   def hyper_names(self):
@@ -118,23 +116,14 @@ class LinearVAE(LinearModel):
     return self.encoder_var
 
   def check_moments(self, moments: Moments):
-    d0, d2 = moments.dim_x, moments.dim_y
-    validation.check_shape("moments.xx (A = E[x x^T])", moments.xx, (d0, d0))
-    validation.check_shape("moments.yy (B = E[y y^T])", moments.yy, (d2, d2))
-    validation.check_shape("moments.xy (C = E[x y^T])", moments.xy, (d0, d2))
-    for name, a in (("moments.xx (A = E[x x^T])", moments.xx),
-                    ("moments.yy (B = E[y y^T])", moments.yy),
-                    ("moments.xy (C = E[x y^T])", moments.xy)):
-      validation.check_finite(name, a)
-    validation.check_latent_dim("latent_dim", self.latent_dim, d0,
+    validation.check_moment_blocks(moments)
+    validation.check_latent_dim("latent_dim", self.latent_dim, moments.dim_x,
                                 "the data dimension D0")
 
   def check_hyper(self, hyper):
     super().check_hyper(hyper)
-    if self.encoder_var == "fixed" and validation.is_concrete(hyper["sigma"]):
-      s = jnp.shape(hyper["sigma"])
-      if s not in ((), (1,), (self.latent_dim,)):
-        raise ValueError(f"sigma must be a scalar or have shape ({self.latent_dim},), got {s}.")
+    if self.encoder_var == "fixed":
+      covariance.check_fixed_std("sigma", hyper["sigma"], self.latent_dim)
 
   # ---------------------------------------------------------------- params --
   def init(self, key, moments: Moments, scale=0.1) -> VAEParams:
@@ -143,22 +132,12 @@ class LinearVAE(LinearModel):
     d1 = self.latent_dim
     u = scale * jax.random.normal(k1, (moments.dim_y, d1), dt)
     w = scale * jax.random.normal(k2, (d1, moments.dim_x), dt)
-    if self.encoder_var == "learnable":
-      raw = jnp.zeros((d1,), dt)
-    elif self.encoder_var == "learnable_full":
-      raw = jnp.zeros((d1, d1), dt)
-    else:
-      raw = jnp.zeros((0,), dt)
-    return VAEParams(U=u, W=w, sigma_raw=raw)
+    return VAEParams(U=u, W=w, sigma_raw=covariance.init_raw(self.encoder_var, d1, dt))
 
   def encoder_cov(self, params: VAEParams, hyper):
     """Sigma as a (d1,) diagonal (learnable, fixed) or (d1, d1) matrix (full)."""
-    if self.encoder_var == "learnable":
-      return jnp.exp(params.sigma_raw)
-    if self.encoder_var == "learnable_full":
-      l = gaussian.cholesky_from_raw(params.sigma_raw)
-      return l @ l.T
-    return jnp.broadcast_to(jnp.asarray(hyper["sigma"]) ** 2, (self.latent_dim,))
+    return covariance.covariance(self.encoder_var, params.sigma_raw, hyper.get("sigma"),
+                                 self.latent_dim)
 
   # ------------------------------------------------------------------ loss --
   def loss(self, params: VAEParams, moments: Moments, hyper) -> jax.Array:
