@@ -54,8 +54,8 @@ is written atomically (temporary file, then ``os.replace``) next to a
 ``manifest.json`` holding the spec hash; rerunning the same spec skips the
 finished chunks, a different spec is refused with ``ValueError``.
 
-**Devices.** A chunk's cell axis is sharded over ``devices`` (default
-``jax.local_devices()``) with a 1-D ``Mesh`` and ``NamedSharding``; moments
+**Devices.** A chunk's cell axis is sharded over ``devices`` (default: every
+local accelerator, or a single CPU device) with a 1-D ``Mesh`` and ``NamedSharding``; moments
 and data are replicated. On several hosts, start every process with
 
 .. code-block:: bash
@@ -456,6 +456,19 @@ def _fetch(tree):
   return jax.tree.map(get, tree)
 
 
+def _default_devices() -> list:
+  """All local accelerators; a single device on CPU.
+
+  Forced host devices (``--xla_force_host_platform_device_count``) share the
+  same cores, so sharding over them buys no speed, and the cross-cell
+  ``any(running)`` reduction in the training loop then becomes a collective
+  that stalled a 2-core test run indefinitely. Pass ``devices`` explicitly
+  to shard on CPU (the sharding tests do).
+  """
+  devs = jax.local_devices()
+  return devs[:1] if devs[0].platform == "cpu" else devs
+
+
 def train_grid(model, moments: Optional[Moments], grid: grid_lib.Grid, *,
                steps: Optional[int] = None, optimizer=None, record_every: Optional[int] = None,
                tol_loss: Optional[float] = None, tol_grad: Optional[float] = None,
@@ -491,7 +504,8 @@ def train_grid(model, moments: Optional[Moments], grid: grid_lib.Grid, *,
     batch_size, epochs: minibatch size and passes over ``data`` (each epoch
       reshuffled with the cell's seed; a final partial batch is dropped).
     chunk_size: cells per compiled call; estimated if None.
-    devices: devices to shard cells over (default ``jax.local_devices()``).
+    devices: devices to shard cells over (default: all local accelerators,
+      or one device on CPU; see ``_default_devices``).
     out_dir: directory for resumable chunk files (None: keep in memory).
     resume: reuse finished chunks in ``out_dir`` (False: start afresh).
     progress: tqdm bar over chunks.
@@ -581,7 +595,7 @@ def train_grid(model, moments: Optional[Moments], grid: grid_lib.Grid, *,
               optimizer=_optimizer_spec(optimizer), keep_params=keep_params,
               rank_rtol=rank_rtol, eps=eps, delta=delta, au_threshold=au_threshold)
   spec_hash = hashlib.sha256(json.dumps(spec, default=str).encode()).hexdigest()[:16]
-  devices = list(jax.local_devices() if devices is None else devices)
+  devices = list(_default_devices() if devices is None else devices)
   if not devices:
     raise ValueError("devices is empty.")
   n_dev = len(devices)
