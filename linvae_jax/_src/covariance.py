@@ -53,3 +53,32 @@ def covariance(setting: str, raw, std, d: int) -> jax.Array:
     l = gaussian.cholesky_from_raw(raw)
     return l @ l.T
   return jnp.broadcast_to(jnp.asarray(std) ** 2, (d,))
+
+
+class SingleLatentEncoder:
+  """Shared config behaviour of models with one latent z of dimension
+  ``latent_dim`` and an ``encoder_var`` setting (the linear VAE and CVAE):
+  argument checks, hyperparameter names and the encoder covariance.
+  Subclasses are frozen dataclasses declaring those two fields."""
+
+  def __post_init__(self):
+    check_setting("encoder_var", self.encoder_var)
+    check_dim("latent_dim", self.latent_dim)
+
+  @property
+  def hyper_names(self):
+    base = ("beta", "eta_enc", "eta_dec")
+    return base + ("sigma",) if self.encoder_var == "fixed" else base
+
+  @property
+  def setting(self):
+    return self.encoder_var
+
+  def check_hyper(self, hyper):
+    super().check_hyper(hyper)
+    if self.encoder_var == "fixed":
+      check_fixed_std("sigma", hyper["sigma"], self.latent_dim)
+
+  def encoder_cov(self, params, hyper):
+    """Sigma as a (d1,) diagonal (learnable, fixed) or (d1, d1) matrix (full)."""
+    return covariance(self.encoder_var, params.sigma_raw, hyper.get("sigma"), self.latent_dim)

@@ -190,9 +190,11 @@ class MomentAccumulator:
                                centred=centred, dtype=dtype)
 
 
-def from_arrays(x, y=None, *, centred: bool = False, dtype=None,
-                batch_size: int = 8192) -> Moments:
-  """Moments of a dataset given as arrays (rows are samples)."""
+def array_batches(x, y=None, batch_size: int = 8192):
+  """Row batches of arrays ``x`` (n, D0) and optional ``y`` (n, D2), checked.
+
+  Yields ``x_batch`` or ``(x_batch, y_batch)`` views in the arrays' dtype.
+  """
   x = np.asarray(x)
   if x.ndim != 2:
     raise ValueError(f"x must be 2-D (n, D0), got shape {x.shape}.")
@@ -200,10 +202,14 @@ def from_arrays(x, y=None, *, centred: bool = False, dtype=None,
     y = np.asarray(y)
     if y.ndim != 2 or y.shape[0] != x.shape[0]:
       raise ValueError(f"y must be 2-D with {x.shape[0]} rows like x, got shape {y.shape}.")
-  acc = MomentAccumulator()
   for s in range(0, x.shape[0], batch_size):
-    acc.update(x[s:s + batch_size], None if y is None else y[s:s + batch_size])
-  return acc.result(centred=centred, dtype=dtype)
+    yield x[s:s + batch_size] if y is None else (x[s:s + batch_size], y[s:s + batch_size])
+
+
+def from_arrays(x, y=None, *, centred: bool = False, dtype=None,
+                batch_size: int = 8192) -> Moments:
+  """Moments of a dataset given as arrays (rows are samples)."""
+  return from_batches(array_batches(x, y, batch_size), centred=centred, dtype=dtype)
 
 
 def from_batches(batches: Iterable, *, centred: bool = False, dtype=None) -> Moments:

@@ -401,15 +401,7 @@ def iterate_batches(x, y=None, *, batch_size: int = 8192) -> Iterator:
   """
   batch_size = _check_n(batch_size)
   if isinstance(x, np.ndarray) or hasattr(x, "__array__"):
-    x = np.asarray(x)
-    if x.ndim != 2:
-      raise ValueError(f"x must be 2-D (n, D0), got shape {x.shape}.")
-    if y is not None:
-      y = np.asarray(y)
-      if y.ndim != 2 or y.shape[0] != x.shape[0]:
-        raise ValueError(f"y must be 2-D with {x.shape[0]} rows like x, got shape {y.shape}.")
-    for s in range(0, x.shape[0], batch_size):
-      yield x[s:s + batch_size] if y is None else (x[s:s + batch_size], y[s:s + batch_size])
+    yield from moments_lib.array_batches(x, y, batch_size)
     return
   if y is not None:
     raise ValueError("y may only be given with an array x; pass (x, y) chunks instead.")

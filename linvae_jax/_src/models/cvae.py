@@ -120,7 +120,7 @@ def residual_eigh(m: Moments, rtol=None):
 
 
 @dataclasses.dataclass(frozen=True)
-class LinearCVAE(LinearModel):
+class LinearCVAE(covariance.SingleLatentEncoder, LinearModel):
   """Linear conditional (beta-)VAE; needs unpaired moments of (x, y).
 
   Args:
@@ -138,29 +138,11 @@ class LinearCVAE(LinearModel):
   name: ClassVar[str] = "cvae"
   latents: ClassVar[tuple[str, ...]] = ("z",)
 
-  def __post_init__(self):
-    covariance.check_setting("encoder_var", self.encoder_var)
-    covariance.check_dim("latent_dim", self.latent_dim)
-
-  @property
-  def hyper_names(self):
-    base = ("beta", "eta_enc", "eta_dec")
-    return base + ("sigma",) if self.encoder_var == "fixed" else base
-
-  @property
-  def setting(self):
-    return self.encoder_var
-
   def check_moments(self, moments: Moments):
     if moments.paired:
       raise ValueError("moments must be unpaired moments of (x, y) for a CVAE "
                        "(moments.paired is True: build them with a y).")
     validation.check_moment_blocks(moments)
-
-  def check_hyper(self, hyper):
-    super().check_hyper(hyper)
-    if self.encoder_var == "fixed":
-      covariance.check_fixed_std("sigma", hyper["sigma"], self.latent_dim)
 
   def input_moments(self, moments: Moments):
     """(J, mean): second moment and mean of u = [x; y], the posterior input."""
@@ -176,11 +158,6 @@ class LinearCVAE(LinearModel):
     raw = covariance.init_raw(self.encoder_var, d1, dt)
     return CVAEParams(U1=nrm(ks[0], (d2, d1)), U2=nrm(ks[1], (d2, d0)),
                       W1=nrm(ks[2], (d1, d0)), W2=nrm(ks[3], (d1, d2)), sigma_raw=raw)
-
-  def encoder_cov(self, params: CVAEParams, hyper):
-    """Sigma as a (d1,) diagonal (learnable, fixed) or (d1, d1) matrix (full)."""
-    return covariance.covariance(self.encoder_var, params.sigma_raw, hyper.get("sigma"),
-                                 self.latent_dim)
 
   # ------------------------------------------------------------------ loss --
   def loss(self, params: CVAEParams, moments: Moments, hyper) -> jax.Array:

@@ -86,7 +86,7 @@ class VAEParams:
 
 
 @dataclasses.dataclass(frozen=True)
-class LinearVAE(LinearModel):
+class LinearVAE(covariance.SingleLatentEncoder, LinearModel):
   """Linear (beta-)VAE with a target y (y = x unless the moments are paired).
 
   Args:
@@ -102,28 +102,10 @@ class LinearVAE(LinearModel):
   name: ClassVar[str] = "vae"
   latents: ClassVar[tuple[str, ...]] = ("z",)
 
-  def __post_init__(self):
-    covariance.check_setting("encoder_var", self.encoder_var)
-    covariance.check_dim("latent_dim", self.latent_dim)
-
-  @property
-  def hyper_names(self):
-    base = ("beta", "eta_enc", "eta_dec")
-    return base + ("sigma",) if self.encoder_var == "fixed" else base
-
-  @property
-  def setting(self):
-    return self.encoder_var
-
   def check_moments(self, moments: Moments):
     validation.check_moment_blocks(moments)
     validation.check_latent_dim("latent_dim", self.latent_dim, moments.dim_x,
                                 "the data dimension D0")
-
-  def check_hyper(self, hyper):
-    super().check_hyper(hyper)
-    if self.encoder_var == "fixed":
-      covariance.check_fixed_std("sigma", hyper["sigma"], self.latent_dim)
 
   # ---------------------------------------------------------------- params --
   def init(self, key, moments: Moments, scale=0.1) -> VAEParams:
@@ -133,11 +115,6 @@ class LinearVAE(LinearModel):
     u = scale * jax.random.normal(k1, (moments.dim_y, d1), dt)
     w = scale * jax.random.normal(k2, (d1, moments.dim_x), dt)
     return VAEParams(U=u, W=w, sigma_raw=covariance.init_raw(self.encoder_var, d1, dt))
-
-  def encoder_cov(self, params: VAEParams, hyper):
-    """Sigma as a (d1,) diagonal (learnable, fixed) or (d1, d1) matrix (full)."""
-    return covariance.covariance(self.encoder_var, params.sigma_raw, hyper.get("sigma"),
-                                 self.latent_dim)
 
   # ------------------------------------------------------------------ loss --
   def loss(self, params: VAEParams, moments: Moments, hyper) -> jax.Array:
