@@ -20,6 +20,7 @@ from linvae_jax import metrics as metrics
 from linvae_jax import theory as theory
 from linvae_jax._src.compare import compare as compare
 from linvae_jax._src.engine import AdamDecay as AdamDecay
+from linvae_jax._src.engine import LBFGS as LBFGS
 from linvae_jax._src.engine import GridResult as GridResult
 from linvae_jax._src.engine import train_grid as train_grid
 from linvae_jax._src.model import LinearModel as LinearModel
