@@ -34,7 +34,7 @@ import pandas as pd  # noqa: E402
 
 import linvae_jax as lv  # noqa: E402
 from linvae_jax._src import grid as G  # noqa: E402
-from linvae_jax._src.engine import AdamDecay, train_grid  # noqa: E402
+from linvae_jax._src.engine import LBFGS, AdamDecay, train_grid  # noqa: E402
 
 model = lv.make_model  # the library's analytic losses (O(d1 D^2) per step)
 
@@ -156,6 +156,15 @@ def train(model, moments, grid, steps, *, lr=1e-2, final_ratio=1e-2, **kw):
   t0 = time.perf_counter()
   res = train_grid(model, moments, g, steps=steps, optimizer=AdamDecay(steps, final_ratio),
                    progress=False, **kw)
+  res.info["script_s"] = time.perf_counter() - t0
+  return res
+
+
+def train_lbfgs(model, moments, grid, steps, **kw):
+  """Analytic-loss grid training with L-BFGS until no decrease is left (or ``steps``)."""
+  t0 = time.perf_counter()
+  res = train_grid(model, moments, grid.with_defaults(lr=1.0), steps=steps,
+                   optimizer=LBFGS(), record_every=10, progress=False, **kw)
   res.info["script_s"] = time.perf_counter() - t0
   return res
 

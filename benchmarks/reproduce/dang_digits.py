@@ -25,14 +25,14 @@ PAPER = {1: 6.41, 9: 13.42, 7: 18.64}
 
 def main(argv=None, small=False):
   a = C.parse(argv, small, __doc__)
-  steps = 1500 if a.small else 5000
+  steps = 300 if a.small else 2000
   rows, thetas = [], {}
   model = C.model("cvae", latent_dim=16)
   for digit, paper in PAPER.items():
     m = C.mnist_moments("quadrants", digit=digit)
     th = C.np64(M.residual_eigvals(m))
     thetas[digit] = th[:16]
-    res = C.train(model, m, G.constant(beta=1.0, eta_enc=0.5, eta_dec=0.5), steps, lr=1e-2)
+    res = C.train_lbfgs(model, m, G.constant(beta=1.0, eta_enc=0.5, eta_dec=0.5), steps)
     t = res.table.iloc[0]
     rows.append(dict(digit=digit, paper_sum_top16=paper, ours_sum_top16=float(th[:16].sum()),
                      pred_active=int(t["pred_active_z"]), active=int(t["active_z"]),
@@ -52,7 +52,8 @@ def main(argv=None, small=False):
   ax[1].set(ylabel="active modes of 16")
   ax[1].legend(fontsize=7)
   files = C.save(fig, df, a.out, "dang_digits",
-                 "d1 = 16, beta = 1, eta_enc = eta_dec = 0.5, analytic loss.")
+                 "d1 = 16, beta = 1, eta_enc = eta_dec = 0.5, analytic loss, L-BFGS "
+                 f"(at most {steps} steps).")
   return dict(table=df, files=files)
 
 
