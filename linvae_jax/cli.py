@@ -140,6 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
   v.add_argument("--dtype", choices=("float32", "float64"), default="float64")
   v.add_argument("--objective", choices=("analytic", "sampled"), default="analytic")
   v.add_argument("--steps", type=int, default=None, help="training steps per cell")
+  v.add_argument("--optimizer", choices=("adam", "lbfgs"), default="adam",
+                 help="adam (decaying lr, default) or lbfgs (line search; analytic objective)")
   v.add_argument("--tol-dma", type=float, default=None, help="override the D_MA tolerance")
   v.add_argument("--tol-gap", type=float, default=None, help="override the relative loss-gap tolerance")
   v.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
@@ -156,6 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
   g.add_argument("--seed", default=None, help="seed axis, e.g. 0,1,2")
   g.add_argument("--steps", type=int, default=10000, help="steps per cell (default 10000)")
   g.add_argument("--objective", choices=("analytic", "sampled"), default="analytic")
+  g.add_argument("--optimizer", choices=("adam", "lbfgs"), default="adam",
+                 help="adam (decaying lr, default) or lbfgs (line search; analytic objective)")
   g.add_argument("--batch-size", type=int, default=None, help="minibatch size (sampled)")
   g.add_argument("--out", default="linvae_grid", help="output directory (default ./linvae_grid)")
   g.add_argument("--resume", action="store_true",
@@ -231,6 +235,17 @@ def _format_table(df, cols) -> str:
 
 # ----------------------------------------------------------- subcommands --
 
+def _optimizer(args):
+  """None (the verifier's decaying-lr Adam) or L-BFGS."""
+  if args.optimizer == "adam":
+    return None
+  if args.objective != "analytic":
+    raise UsageError("--optimizer lbfgs needs --objective analytic (a line search on "
+                     "minibatches is not a descent method)")
+  from linvae_jax._src.engine import LBFGS
+  return LBFGS()
+
+
 def cmd_verify(args) -> int:
   from linvae_jax._src import problems as problems_lib
   from linvae_jax._src import verify as verify_lib
@@ -261,7 +276,7 @@ def cmd_verify(args) -> int:
   reps = verify_lib.verify_problems(
       names, quick=args.quick, out_dir=args.out, dtype=_dtype(args.dtype),
       objective=args.objective, tolerances=tol or None, steps=args.steps,
-      figures=not args.no_figures, callback=show)
+      optimizer=_optimizer(args), figures=not args.no_figures, callback=show)
   ok = all(r.passed for r in reps.values())
   n_fail = sum(r.summary["failed"] for r in reps.values())
   print(f"{'PASS' if ok else 'FAIL'}: {len(reps)} problems, "
@@ -320,6 +335,7 @@ def cmd_grid(args) -> int:
   rep = verify_lib.verify(model, ds.moments if ds.arrays is None or args.objective == "analytic"
                           else ds.arrays, grid, steps=args.steps, objective=args.objective,
                           batch_size=args.batch_size, out_dir=args.out, resume=args.resume,
+                          optimizer=_optimizer(args),
                           devices=devices, dtype=_dtype(args.dtype),
                           name=f"{model.label()} on {ds.label}", figures=not args.no_figures)
   t = rep.table

@@ -134,6 +134,16 @@ def test_grid_subcommand(tmp_path):
   assert r.returncode == 0, r.stderr
 
 
+def test_verify_with_lbfgs(tmp_path):
+  r = run("verify", "--problem", "vae-learnable", "--quick", "--optimizer", "lbfgs",
+          "--steps", "1000", "--no-figures", "--out", str(tmp_path / "v"))
+  assert r.returncode == 0, r.stdout + r.stderr
+  assert "PASS: 1 problems" in r.stdout
+  r = run("verify", "--problem", "vae-learnable", "--optimizer", "lbfgs",
+          "--objective", "sampled", "--out", str(tmp_path / "w"))
+  assert r.returncode != 0 and "needs --objective analytic" in r.stderr
+
+
 # ------------------------------------------------------------------ MNIST --
 
 def _mnist_or_skip():

@@ -535,7 +535,8 @@ def verify(model: Optional[LinearModel], data, grid: Optional[grid_lib.Grid] = N
 
 def verify_problems(names=None, *, quick: bool = False, out_dir=None, dtype=None,
                     objective: str = "analytic", tolerances=None, steps: Optional[int] = None,
-                    progress: bool = False, figures: bool = True, callback=None) -> dict:
+                    optimizer=None, progress: bool = False, figures: bool = True,
+                    callback=None) -> dict:
   """:func:`verify` every built-in synthetic problem (``linvae verify``).
 
   Args:
@@ -544,7 +545,7 @@ def verify_problems(names=None, *, quick: bool = False, out_dir=None, dtype=None
       training the tiny problems costs little next to compiling them.
     out_dir: report root; each problem gets a subdirectory and the root an
       index (``report.write_suite``).
-    dtype, objective, tolerances, steps, progress, figures: as :func:`verify`.
+    dtype, objective, tolerances, steps, optimizer, progress, figures: as :func:`verify`.
     callback: called with ``(name, report)`` after each problem.
 
   Returns:
@@ -558,8 +559,8 @@ def verify_problems(names=None, *, quick: bool = False, out_dir=None, dtype=None
     prob = problems_lib.get(n)
     sub = None if out_dir is None else os.path.join(str(out_dir), n)
     reps[n] = verify(None, f"synthetic:{n}", quick=quick, out_dir=sub, dtype=dtype,
-                     objective=objective, tolerances=tolerances, steps=steps, progress=progress,
-                     figures=figures)
+                     objective=objective, tolerances=tolerances, steps=steps,
+                     optimizer=optimizer, progress=progress, figures=figures)
     if callback is not None:
       callback(n, reps[n])
   if out_dir is not None:
