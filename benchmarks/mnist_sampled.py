@@ -127,12 +127,8 @@ def main(argv=None, small=False):
   fig.tight_layout()
   fig.savefig(p / f"mnist_sampled_{tag}.png", dpi=90)
   plt.close(fig)
-  with open(p / f"mnist_sampled_{tag}.json", "w") as f:
-    json.dump(out, f, indent=1)
-  with open(p / f"mnist_sampled_{tag}.md", "w") as f:
-    f.write("# Minibatch ELBO training, linear CVAE on MNIST (Dang Thm 2 / Fig 8)\n\n")
-    for k, v in out.items():
-      f.write(f"- **{k}**: {v}\n")
+  C.write_record(out, p, f"mnist_sampled_{tag}",
+                 "Minibatch ELBO training, linear CVAE on MNIST (Dang Thm 2 / Fig 8)")
   out["history"] = hist
   return out
 

@@ -152,14 +152,7 @@ def main(argv=None, small=False):
                speedup=est / (t_moments + t_grid))
   else:
     out["official_estimate_note"] = "torch not installed: no baseline timed"
-  p = Path(a.out)
-  p.mkdir(parents=True, exist_ok=True)
-  with open(p / f"time_to_answer_{tag}.json", "w") as f:
-    json.dump(out, f, indent=1)
-  with open(p / f"time_to_answer_{tag}.md", "w") as f:
-    f.write("# Time to a verified answer (Dang Thm 2, MNIST)\n\n")
-    for k, v in out.items():
-      f.write(f"- **{k}**: {v}\n")
+  C.write_record(out, a.out, f"time_to_answer_{tag}", "Time to a verified answer (Dang Thm 2, MNIST)")
   return out
 
 

@@ -8,10 +8,10 @@ after convergence, and be refused for the minibatch objective.
 import numpy as np
 import pytest
 
+import cases
 import linvae_jax as lv
 from linvae_jax._src import engine
 from linvae_jax._src import grid as G
-from linvae_jax._src import moments as moments_lib
 
 THETA2 = np.diag([4.0, 2.0, 1.0, 0.25])
 
@@ -45,12 +45,7 @@ def test_vae_reaches_closed_form_and_stops(encoder_var, extra):
 
 
 def test_cvae_and_mhvae_reach_closed_form():
-  rng = np.random.default_rng(3)
-  f = rng.standard_normal((40, 7)) / np.sqrt(40)
-  j = f.T @ f  # joint moment of (x in R^3, y in R^4)
-  m = lv.moments_from_second_moments(j[:3, :3], j[3:, 3:], j[:3, 3:])
-  theta = np.asarray(moments_lib.residual_eigvals(m))
-  betas = [0.5 * theta[0], 0.5 * (theta[0] + theta[1]), 0.3 * theta[-1]]
+  m, betas = cases.cvae_moments_partial_collapse()
   cvae = lv.make_model("cvae", latent_dim=3)
   t = lbfgs(cvae, m, G.product(beta=betas) * G.constant(eta_enc=1.0, eta_dec=1.0)).table
   assert_at_optimum(t)

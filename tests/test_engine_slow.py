@@ -3,6 +3,7 @@ engine and a sampled-objective (minibatch ELBO) run on synthetic data. float64."
 import numpy as np
 import pytest
 
+import cases
 import linvae_jax as lv
 from linvae_jax._src import engine
 from linvae_jax._src import grid as G
@@ -19,13 +20,7 @@ def analytic(model, m, grid):
 
 
 def test_cvae_reaches_closed_form():
-  rng = np.random.default_rng(3)
-  f = rng.standard_normal((40, 7)) / np.sqrt(40)
-  j = f.T @ f  # joint moment of (x in R^3, y in R^4)
-  m = lv.moments_from_second_moments(j[:3, :3], j[3:, 3:], j[:3, 3:])
-  theta = np.asarray(moments_lib.residual_eigvals(m))
-  # beta * eta_dec^2 between the residual eigenvalues: partial collapse
-  betas = [0.5 * theta[0], 0.5 * (theta[0] + theta[1]), 0.3 * theta[-1]]
+  m, betas = cases.cvae_moments_partial_collapse()
   model = lv.make_model("cvae", latent_dim=3)
   r = analytic(model, m, G.product(beta=betas) * G.constant(eta_enc=1.0, eta_dec=1.0, lr=3e-2))
   t = r.table

@@ -169,5 +169,18 @@ def train_lbfgs(model, moments, grid, steps, **kw):
   return res
 
 
+def write_record(out: dict, directory, name: str, title: str) -> None:
+  """A benchmark's key numbers as ``name.json`` and a bulleted ``name.md``."""
+  import json
+  p = Path(directory)
+  p.mkdir(parents=True, exist_ok=True)
+  with open(p / f"{name}.json", "w") as f:
+    json.dump(out, f, indent=1)
+  with open(p / f"{name}.md", "w") as f:
+    f.write(f"# {title}\n\n")
+    for k, v in out.items():
+      f.write(f"- **{k}**: {v}\n")
+
+
 def np64(x) -> np.ndarray:
   return np.asarray(x, np.float64)
