@@ -12,8 +12,12 @@ The synthetic figures run twice: ``literal`` (x, y entries iid N(0, 0.1^2),
 its threshold and the optimum is *completely collapsed*, theory note 18) and
 ``straddle`` (population spectra on both sides of the thresholds, so D_MA -> 0
 tests non-trivial optima). Synthetic runs use the paper's Adam, lr 0.1, 200
-iterations (plus a 2000-step run); MNIST runs use Adam with lr decay on the
-analytic loss. The paper's MNIST runs are 100 epochs of minibatch Adam.
+iterations (plus a 2000-step run with lr decay). MNIST runs train the
+analytic loss with L-BFGS (``engine.LBFGS``) until its line search finds no
+decrease; the paper's MNIST runs are 100 epochs of minibatch Adam, which on
+these ill-conditioned moments (eig(A) down to 1e-9 of the largest) our
+Adam runs on the analytic loss do not match in a CPU budget. The table also
+prints the predicted spectra next to the values the theory notes list.
 
 Run: ``python benchmarks/reproduce/dang_dma.py [--small] [--no-mnist]``
 """
@@ -59,11 +63,23 @@ FIGS = {
 }
 
 
-def _run(model, m, hyper, steps, lr, decay, seeds):
+def _run(model, m, hyper, steps, lr, decay, seeds, lbfgs=False):
   g = G.constant(**hyper) * G.seeds(seeds) * G.constant(lr=lr)
+  if lbfgs:
+    return engine.train_grid(model, m, g, steps=steps, optimizer=engine.LBFGS(),
+                             record_every=10, progress=False)
   opt = engine.AdamDecay(steps, 1e-2) if decay else None
   return engine.train_grid(model, m, g, steps=steps, optimizer=opt, record_every=max(1, steps // 50),
                            progress=False)
+
+
+# predictions listed in ../shared/theory/dang-2024.md (experiment table), 3 decimals
+NOTES = {"fig8": dict(omega="1.527 1.042 0.812 0.766 0.361 0.213",
+                      sigma_std="0.548 0.692 0.776 0.794 0.941 0.978"),
+         "fig12": dict(lambda_="6.152 2.035 1.868 1.725 1.593 1.424",
+                       omega="12.303 4.070 3.737 3.450 3.185 2.848"),
+         "fig14": dict(lambda_="2.623 1.200 1.126 1.061 0.999 0.917",
+                       omega="2.084 1.265 1.210 1.160 1.111 1.043")}
 
 
 def main(argv=None, small=False, mnist=True):
@@ -94,7 +110,7 @@ def main(argv=None, small=False, mnist=True):
           panels.append((f"{fig} {kind}", res))
   if mnist:
     d8 = 16 if a.small else 64
-    st = 1500 if a.small else 6000
+    st = 300 if a.small else 3000
     mq = C.mnist_moments("quadrants")
     mf = C.mnist_moments("full")
     cases = [("fig8", "cvae", dict(latent_dim=d8), mq, dict(beta=1.0, eta_enc=1.0, eta_dec=1.0),
@@ -106,16 +122,24 @@ def main(argv=None, small=False, mnist=True):
               "converges")]
     for fig, name, cfg, m, hyp, paper in cases:
       model = C.model(name, **cfg)
-      res = _run(model, m, hyp, st, 1e-2, True, 1 if a.small else 2)
+      res = _run(model, m, hyp, st, 1e-2, True, 1 if a.small else 2, lbfgs=True)
       t = res.table
       dkeys = [c for c in t.columns if c.startswith("dma_")]
       opt = model.optimum(m, C.hyper(**hyp))
-      row = dict(figure=fig, data="mnist", steps=st, paper_dma=paper,
+      row = dict(figure=fig, data="mnist", steps=int(t["steps"].max()), paper_dma=paper,
                  pred_active=int(t[[c for c in t.columns if c.startswith("pred_active_")][-1]]
                                  .iloc[0]),
                  max_gap=float(t["gap"].max()))
       row.update({f"max_{k}": float(t[k].max()) for k in dkeys})
-      row["omega_star"] = " ".join(f"{v:.3f}" for v in C.np64(opt.spectra["omega"])[:6])
+      for key in ("omega", "lambda", "sigma_std"):
+        if key in opt.spectra:
+          v = C.np64(opt.spectra[key])
+          v = np.sort(v)[:6] if key == "sigma_std" else v[:6]  # active sigmas: the smallest
+          row[f"{key}_star"] = " ".join(f"{x:.3f}" for x in v)
+      if not a.small:
+        for key, val in NOTES[fig].items():
+          row[f"notes_{key.rstrip('_')}"] = val
+      row["status"] = ",".join(sorted(set(t["status"])))
       rows.append(row)
       panels.append((f"{fig} MNIST", res))
   df = pd.DataFrame(rows)
