@@ -34,7 +34,9 @@ import os
 import platform
 import re
 import resource
+import sys
 import time
+from pathlib import Path
 
 import jax
 
@@ -48,16 +50,10 @@ import linvae_jax as lv  # noqa: E402
 from linvae_jax._src import engine  # noqa: E402
 from linvae_jax._src import grid as G  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent / "reproduce"))
+from common import cpu_model  # noqa: E402
 
-def cpu_model() -> str:
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or "unknown"
+
 
 
 def random_moments(d0, d2, seed, n_extra=32):

@@ -30,17 +30,12 @@ import numpy as np  # noqa: E402
 from linvae_jax._src import moments as mo  # noqa: E402
 from linvae_jax._src.data import mnist as M  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent / "reproduce"))
+from common import cpu_model  # noqa: E402
+
 jax.config.update("jax_enable_x64", True)
 
 
-def cpu_model() -> str:
-  try:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-      if line.startswith("model name"):
-        return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or "unknown"
 
 
 def timed(fn, repeats: int):

@@ -40,16 +40,8 @@ OUT = Path(__file__).resolve().parent / "results"
 
 
 def machine() -> dict:
-  cpu = "unknown"
-  try:
-    for line in open("/proc/cpuinfo"):
-      if line.startswith("model name"):
-        cpu = line.split(":", 1)[1].strip()
-        break
-  except OSError:
-    pass
   d = jax.devices()[0]
-  return dict(cpu=cpu, cores=os.cpu_count(), jax=jax.__version__,
+  return dict(cpu=C.cpu_model(), cores=os.cpu_count(), jax=jax.__version__,
               jax_device=getattr(d, "device_kind", str(d)), jax_platform=d.platform,
               python=platform.python_version(), gpu="none available in this run")
 

