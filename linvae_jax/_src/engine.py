@@ -385,6 +385,13 @@ def _build(cfg: _Config) -> Callable:
         st, optimum, hyper, lr, hist = xs
 
         def run():
+          if cfg.cell_batch == 1:
+            # unbatched: under vmap the line search's conds (batched
+            # predicates) become selects that evaluate both branches
+            one = jax.tree.map(lambda a: a[0], (st, optimum, hyper, lr, hist))
+            out = block(one[0], one[1], rec, moments, data, factor, one[2], one[3], tol_loss,
+                        tol_grad, tol_dma, one[4])
+            return jax.tree.map(lambda a: a[None], out)
           return vmapped(st, optimum, rec, moments, data, factor, hyper, lr, tol_loss,
                          tol_grad, tol_dma, hist)
 
@@ -626,7 +633,9 @@ def train_grid(model, moments: Optional[Moments], grid: grid_lib.Grid, *,
       accelerators). ``"auto"`` (default): 1 for :class:`LBFGS` on a single
       CPU device (vmapped line searches run in lock step, each cell paying
       for the longest search and for stopped cells; measured 3x slower on
-      MNIST), else None. Needs a single device when not None.
+      MNIST), else None. A group of 1 runs unbatched, so the line search's
+      conds stay conds (vmapped, they evaluate both branches: 5x slower per
+      step on the MNIST CVAE). Needs a single device when not None.
     defaults: values for model hyperparameters the grid leaves out.
     rank_rtol, eps, delta, au_threshold: see :func:`compare.compare`.
 
