@@ -4,9 +4,12 @@ Learnable Sigma: 3 of 5 latent coordinates (eps, 0.05)-collapse (theta_3..5 =
 1.934, 1.796, 1.669 < sqrt(beta) eta_dec = 2); fixed Sigma = I: none (the
 rank-2 optimum is rotation-invariant and training lands on a random rotation).
 We train both on the analytic loss (uncentred moments of the 60k training set)
-and count, for each eps, the coordinates with P_x[KL_k(x) < eps] >= 0.95 on
+with L-BFGS and count, for each eps, the coordinates with P_x[KL_k(x) < eps] >= 0.95 on
 MNIST images (``metrics.collapse_fraction_empirical``), for the trained
-parameters and for the closed-form optimum.
+parameters and for the closed-form optimum. theta_3 = 1.934 sits 3% below
+the threshold, so its mode collapses slowly: after 4000 Adam steps the
+collapsed coordinates' KL was still ~5e-5, a factor 2 from eps = 1e-4 (the
+count flipped between CI runs); 3000 L-BFGS steps bring it below 2e-6.
 
 Run: ``python benchmarks/reproduce/dang_fig2a.py [--small]``
 """
@@ -31,7 +34,7 @@ def main(argv=None, small=False):
   m = C.mnist_moments("full")
   x, _ = C.mnist_images(2000 if a.small else 10000)
   x = x.astype(np.float64) / 255.0
-  steps = 4000 if a.small else 10000
+  steps = 3000 if a.small else 10000
   eps_grid = np.logspace(-6, 0, 25)
   rows, curves = [], {}
   for setting in ("learnable", "fixed"):
@@ -39,7 +42,7 @@ def main(argv=None, small=False):
     g = G.constant(beta=4.0, eta_enc=1.0, eta_dec=1.0) * G.seeds(2 if a.small else 4)
     if setting == "fixed":
       g = g * G.constant(sigma=1.0)
-    res = C.train(model, m, g, steps, lr=3e-2, final_ratio=1.0, keep_params=True)
+    res = C.train_lbfgs(model, m, g, steps, keep_params=True)
     h = {k: np.asarray(g.flatten()[0][k][0]) for k in model.hyper_names}
     opt = model.optimum(m, C.hyper(**h))
     post_opt = model.posterior(opt.params, C.hyper(**h))["z"]
