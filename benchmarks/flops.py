@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -88,6 +89,7 @@ def main(argv=None, small=False):
   ap.add_argument("--out", default=str(OUT))
   a = ap.parse_args([] if argv is None else argv)
   small = a.small or small
+  load = os.getloadavg()
   rng = np.random.default_rng(0)
   d0, d2, d1 = (196, 588, 64) if not small else (64, 192, 16)
   n_cells = 8 if small else 16
@@ -104,7 +106,8 @@ def main(argv=None, small=False):
                   f"D2={d2}, d1={d1}, float64",
              matmul_peak_f64=peak64, matmul_peak_f32=peak32, matmul_n=n, results=rows,
              machine=machine(),
-             note="Shared CPU (other jobs running): peak and step timed back to back.")
+             note=("peak and step timed back to back; load average at start "
+                   f"{' '.join(f'{v:.1f}' for v in load)}"))
   p = Path(a.out)
   p.mkdir(parents=True, exist_ok=True)
   tag = "small" if small else "cvae_mnist_shapes"
