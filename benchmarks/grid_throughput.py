@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import resource
 import sys
@@ -52,8 +51,6 @@ from linvae_jax._src import grid as G  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "reproduce"))
 from common import cpu_model  # noqa: E402
-
-
 
 
 def random_moments(d0, d2, seed, n_extra=32):

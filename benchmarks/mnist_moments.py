@@ -36,8 +36,6 @@ from common import cpu_model  # noqa: E402
 jax.config.update("jax_enable_x64", True)
 
 
-
-
 def timed(fn, repeats: int):
   out, ts = None, []
   for _ in range(repeats):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import platform
 import time
 from pathlib import Path
 
@@ -49,7 +50,6 @@ __all__ = ["G", "AdamDecay", "train_grid", "lv", "model", "np", "pd", "plt"]
 
 def cpu_model() -> str:
   """The host's CPU model for benchmark records (``/proc/cpuinfo``, else platform)."""
-  import platform
   try:
     with open("/proc/cpuinfo") as f:  # closed: a leaked handle is a ResourceWarning (error in tests)
       for line in f:

@@ -79,7 +79,7 @@ def main(argv=None, small=False):
   ax[1].set(xlabel="step", ylabel="exact ELBO of current params",
             title=f"Lucas Fig 3 (q = {q3}, Adam 1e-3)", ylim=(best - 600, best + 50))
   ax[1].legend(fontsize=7)
-  scale = "the paper's size" if (q3, st3) == (200, 12000) else "scaled down (--small)"
+  scale = "scaled down (--small)" if a.small else "the paper's size"
   note = (f"Fig 3 (paper: 200 latents, 12k steps; ours: {q3} latents, {st3} steps, {scale}):\n\n"
           + C._markdown(df3))
   files = C.save(fig, df2, a.out, "lucas_fig2_fig3", note)

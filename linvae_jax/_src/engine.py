@@ -371,7 +371,15 @@ def _build(cfg: _Config) -> Callable:
     hist = {k: jnp.full((n, cfg.n_records), jnp.nan, moments.dtype) if
             jnp.issubdtype(s.dtype, jnp.inexact) else jnp.zeros((n, cfg.n_records), jnp.int32)
             for k, s in shapes.items()}
-    vmapped = jax.vmap(block, in_axes=(0, 0, None, None, None, None, 0, 0, None, None, None, 0))
+    in_axes = (0, 0, None, None, None, None, 0, 0, None, None, None, 0)
+    vmapped = jax.vmap(block, in_axes=in_axes)
+
+    def one_cell(*args):
+      # a vmap of size 1 without the vmap: under vmap the line search's conds
+      # (batched predicates) become selects that evaluate both branches
+      args = [jax.tree.map(lambda a: a[0], x) if ax == 0 else x for x, ax in zip(args, in_axes)]
+      return jax.tree.map(lambda a: a[None], block(*args))
+    advance_group = one_cell if cfg.cell_batch == 1 else vmapped
 
     def vblock(st, optimum, rec, moments, data, factor, hyper, lr, tol_loss, tol_grad, tol_dma,
                hist):
@@ -385,15 +393,8 @@ def _build(cfg: _Config) -> Callable:
         st, optimum, hyper, lr, hist = xs
 
         def run():
-          if cfg.cell_batch == 1:
-            # unbatched: under vmap the line search's conds (batched
-            # predicates) become selects that evaluate both branches
-            one = jax.tree.map(lambda a: a[0], (st, optimum, hyper, lr, hist))
-            out = block(one[0], one[1], rec, moments, data, factor, one[2], one[3], tol_loss,
-                        tol_grad, tol_dma, one[4])
-            return jax.tree.map(lambda a: a[None], out)
-          return vmapped(st, optimum, rec, moments, data, factor, hyper, lr, tol_loss,
-                         tol_grad, tol_dma, hist)
+          return advance_group(st, optimum, rec, moments, data, factor, hyper, lr, tol_loss,
+                               tol_grad, tol_dma, hist)
 
         def skip():
           prev = jnp.maximum(rec - 1, 0)
