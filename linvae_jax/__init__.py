@@ -23,6 +23,8 @@ from linvae_jax._src.engine import AdamDecay as AdamDecay
 from linvae_jax._src.engine import LBFGS as LBFGS
 from linvae_jax._src.engine import GridResult as GridResult
 from linvae_jax._src.engine import train_grid as train_grid
+from linvae_jax._src.engine import load_result as load_result
+from linvae_jax._src.engine import StoreWarning as StoreWarning
 from linvae_jax._src.model import LinearModel as LinearModel
 from linvae_jax._src.model import Optimum as Optimum
 from linvae_jax._src.model import Posterior as Posterior
@@ -47,4 +49,4 @@ from linvae_jax._src.verify import VerifyReport as VerifyReport
 from linvae_jax._src.verify import default_tolerances as default_tolerances
 from linvae_jax._src.verify import verify as verify
 
-__version__ = "0.1.0"
+from linvae_jax._src.version import __version__ as __version__

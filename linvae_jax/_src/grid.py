@@ -121,10 +121,7 @@ class Grid:
     for gi, g in enumerate(self.groups):
       for n, v in g:
         cells[n] = v[idx[gi]]
-    cols = {}
-    for n, v in cells.items():
-      cols[n] = v if v.ndim == 1 else [tuple(r.ravel().tolist()) for r in v]
-    return cells, pd.DataFrame(cols)
+    return cells, coords_frame(cells)
 
   def resolve(self, model, defaults: Mapping[str, Any] | None = None):
     """Validate for ``model`` and flatten.
@@ -156,6 +153,15 @@ class Grid:
         raise ValueError(f"axis {n!r} must be > 0, got min {v.min():.6g}.")
     cells, coords = g.flatten()
     return g, cells, coords
+
+
+def coords_frame(cells: Mapping[str, np.ndarray]) -> pd.DataFrame:
+  """One row per cell; a non-scalar value (a diagonal ``sigma``) shown as a tuple."""
+  cols = {}
+  for n, v in cells.items():
+    v = np.asarray(v)
+    cols[n] = v if v.ndim == 1 else [tuple(r.ravel().tolist()) for r in v]
+  return pd.DataFrame(cols)
 
 
 def _group(axes: Mapping[str, Any], *, check_equal: bool) -> tuple:

@@ -1,0 +1,2 @@
+"""The library version (one place; the resume identity reads major.minor)."""
+__version__ = "0.1.0"
