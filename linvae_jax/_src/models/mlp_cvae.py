@@ -1,0 +1,136 @@
+r"""MLP conditional (beta-)VAE in flax: the nonlinear counterpart of ``cvae``
+(Dang et al. Fig 2(b), Fig 3(a), Tables 3-4).
+
+For a condition x in R^{D0} (``cond_dim``) and an output y in R^{D2}
+(``data_dim``; Dang's MNIST split: x = the bottom-left quadrant, 196 pixels,
+y = the other three, 588):
+
+.. math::
+   q(z|x, y) = N(\mu([x; y]), \operatorname{diag}\sigma^2),\quad
+   p(y|x, z) = N(f([z; x]), \eta^2 I_{D_2}),\quad p(z|x) = N(0, \eta_{enc}^2 I_d),
+
+mu and f MLPs of the concatenated inputs (``hidden`` / ``dec_hidden``
+widths). ``batch`` is the pair (x, y). With the identity activation and no
+hidden layer, mu = W1 x + W2 y and f = U1 z + U2 x: exactly
+``lv.make_model("cvae", latent_dim=d)``.
+
+Dang's ``MNIST_CVAE_Relu.py`` instead *adds* separate MLPs of x and y (and
+of z and x in the decoder); the two agree for linear maps, not with hidden
+layers. Objective, variances and the paper conventions:
+:class:`mlp_base.SingleLatent` (beta_Dang = 2 beta).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar, Optional
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from linvae_jax._src.models import mlp_base as B
+
+
+class CVAENet(nn.Module):
+  """flax module: ``encode((x, y))``, ``decode(z, (x, y))`` (y unused)."""
+  data_dim: int
+  latent_dim: int
+  hidden: tuple
+  dec_hidden: tuple
+  activation: str
+  encoder_var: str
+  decoder_var: str
+  bias: bool
+  param_dtype: Any
+
+  def setup(self):
+    kw = dict(activation=self.activation, bias=self.bias, param_dtype=self.param_dtype)
+    self.trunk = B.MLP(self.hidden, None, **kw)
+    self.head = B.GaussianHead(self.latent_dim, self.encoder_var, self.bias, self.param_dtype)
+    self.dec = B.MLP(self.dec_hidden, self.data_dim, **kw)
+    if self.decoder_var == "learnable":
+      self.log_scale = self.param("dec_log_scale", nn.initializers.zeros, (), self.param_dtype)
+
+  def encode(self, inputs):
+    x, y = inputs
+    return self.head(self.trunk(jnp.concatenate([x, y], axis=-1)))
+
+  def decode(self, z, inputs):
+    x, _ = inputs
+    return self.dec(jnp.concatenate([z, x], axis=-1))
+
+  def dec_log_scale(self):
+    if self.decoder_var == "learnable":
+      return self.log_scale
+    return jnp.zeros((), self.param_dtype)
+
+  def __call__(self, inputs, z):
+    return self.encode(inputs), self.decode(z, inputs), self.dec_log_scale()
+
+
+@dataclasses.dataclass(frozen=True)
+class MLPCVAE(B.SingleLatent):
+  """MLP conditional (beta-)VAE.
+
+  Args:
+    data_dim: D2, the output y's dimension.
+    cond_dim: D0, the condition x's dimension.
+    latent_dim: d.
+    hidden, dec_hidden, activation, encoder_var, decoder_var, bias, and the
+      evaluation options: as :class:`mlp_vae.MLPVAE`.
+  """
+  data_dim: int
+  cond_dim: int
+  latent_dim: int
+  hidden: tuple = (16,)
+  dec_hidden: Optional[tuple] = None
+  activation: str = "relu"
+  encoder_var: str = "learnable"
+  decoder_var: str = "fixed"
+  bias: bool = True
+  iw_samples: int = 100
+  iw_chunk: int = 10
+  eval_eps: float = 0.01
+  eval_delta: float = 0.05
+  au_threshold: float = 0.01
+
+  name: ClassVar[str] = "mlp_cvae"
+
+  def __post_init__(self):
+    for arg in ("data_dim", "cond_dim", "latent_dim"):
+      B.check_pos_int(arg, getattr(self, arg))
+    B.check_widths("hidden", self.hidden)
+    if self.dec_hidden is not None:
+      B.check_widths("dec_hidden", self.dec_hidden)
+    B.check_choice("encoder_var", self.encoder_var, B.ENCODER_VARS)
+    B.check_choice("decoder_var", self.decoder_var, B.DECODER_VARS)
+    self._check_common()
+
+  def _net(self, dtype):
+    dec = tuple(reversed(self.hidden)) if self.dec_hidden is None else self.dec_hidden
+    return CVAENet(self.data_dim, self.latent_dim, self.hidden, dec, self.activation,
+                   self.encoder_var, self.decoder_var, self.bias, dtype)
+
+  def _split(self, batch):
+    if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
+      raise ValueError("batch must be a pair (x, y) for a CVAE (x the condition).")
+    x, y = batch
+    return (x, y), y
+
+  def _check_batch(self, inputs, y, name):
+    x, _ = inputs
+    B.check_data_array(f"{name} x (condition)", x, self.cond_dim, "cond_dim")
+    B.check_data_array(f"{name} y", y, self.data_dim, "data_dim")
+    if x.shape[0] != y.shape[0]:
+      raise ValueError(f"{name}: x has {x.shape[0]} rows and y {y.shape[0]}.")
+
+  def _dummy_batch(self, dt):
+    return jnp.zeros((1, self.cond_dim), dt), jnp.zeros((1, self.data_dim), dt)
+
+  def _in_dim(self):
+    return self.cond_dim + self.data_dim
+
+  def _unflat(self, u):
+    return u[:, :self.cond_dim], u[:, self.cond_dim:]
+
+
+MODELS = {"mlp_cvae": MLPCVAE}
