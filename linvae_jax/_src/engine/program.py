@@ -301,7 +301,8 @@ def _make_block(cfg: Config, layer):
     if layer.step_losses:
       # mean over the steps this cell moved (a frozen cell keeps its last record)
       moved = jnp.isfinite(losses)
-      mean = jnp.sum(jnp.where(moved, losses, 0.0)) / jnp.maximum(jnp.sum(moved), 1)
+      count = jnp.maximum(jnp.sum(moved), 1).astype(losses.dtype)
+      mean = jnp.sum(jnp.where(moved, losses, jnp.zeros((), losses.dtype))) / count
       prev = jax.lax.dynamic_index_in_dim(hist["loss"], jnp.maximum(rec - 1, 0), keepdims=False)
       mean = jnp.where(jnp.any(moved), mean, jnp.where(rec > 0, prev, jnp.nan))
       train = {"loss": mean.astype(lr.dtype), "grad_norm": state["gnorm"]}
