@@ -1,21 +1,28 @@
-"""``linvae``: verify the closed-form theory, train grids, print predictions, rebuild reports.
+"""linvae: verify the closed-form theory, train grids, print predictions, rebuild reports.
 
-Subcommands (``linvae <cmd> --help`` for each):
+Subcommands (linvae <cmd> --help for each):
 
-* ``linvae verify``  -- every model and setting against its closed form on
-  built-in synthetic problems; writes a report, exits 1 if any check fails.
-* ``linvae grid``    -- train a hyperparameter grid on any data and compare.
-* ``linvae theory``  -- predicted spectra, active modes and critical values,
-  no training.
-* ``linvae report DIR`` -- regenerate figures and summaries from saved results.
+  linvae verify        every model and setting against its closed form on the
+                       built-in synthetic problems; writes a report; exit 1 if
+                       any check fails
+  linvae grid          train a hyperparameter grid on any data, compare every
+                       cell with the closed form; exit 1 if any cell fails
+  linvae theory        predicted spectra, active modes and critical values of
+                       one setting, no training
+  linvae report DIR    regenerate the figures and summaries of a report
+                       directory from its saved files
 
-User errors (bad arguments, missing files, a resume with a different spec)
-print one line on stderr and exit with status 2; failed checks exit with 1.
+Output directories (verify and grid --out): a rerun with the same settings
+continues from the finished chunks saved there; a run with different settings
+is refused with a one-line error; --overwrite deletes the old results and
+starts afresh. Bad input prints one line "linvae: error: ..." and exits 2;
+failed checks exit 1. Progress bars go to stderr (on by default on a terminal).
 """
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from typing import Optional, Sequence
 
@@ -23,6 +30,20 @@ EXIT_FAIL, EXIT_USAGE = 1, 2
 HYPER_AXES = ("beta", "beta1", "beta2", "eta_enc", "eta_dec", "sigma", "sigma1", "sigma2")
 DEFAULT_HYPER = {"beta": 1.0, "beta1": 1.0, "beta2": 1.0, "eta_enc": 1.0, "eta_dec": 1.0,
                  "sigma": 1.0, "sigma1": 1.0, "sigma2": 1.0}
+HYPER_HELP = {
+    "beta": "KL weight beta",
+    "beta1": "MHVAE KL weight of z1",
+    "beta2": "MHVAE KL weight of z2",
+    "eta_enc": "prior standard deviation eta_enc",
+    "eta_dec": "decoder noise standard deviation eta_dec",
+    "sigma": "fixed encoder standard deviation (not a variance; --encoder-var fixed); a "
+             "vector [s1,...] for a diagonal",
+    "sigma1": "MHVAE fixed z1 encoder standard deviation (not a variance)",
+    "sigma2": "MHVAE fixed z2 encoder standard deviation (not a variance; --sigma2-var fixed)",
+}
+_WRITES = ("Output directory: a rerun with the same settings continues from the finished "
+           "chunks saved there; different settings are refused with a one-line error; "
+           "--overwrite deletes them and starts afresh.")
 
 
 class UsageError(ValueError):
@@ -32,18 +53,24 @@ class UsageError(ValueError):
 class _Parser(argparse.ArgumentParser):
   """argparse with a one-line error (no usage dump) and exit status 2."""
 
+  def __init__(self, *a, **kw):
+    kw.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+    super().__init__(*a, **kw)
+
   def error(self, message):
-    raise UsageError(f"{self.prog}: {message}")
+    sub = self.prog.split(" ", 1)[1] if " " in self.prog else ""
+    raise UsageError(f"{sub}: {message}" if sub else message)
 
 
 # ------------------------------------------------------------ axis specs --
 
-def parse_axis(text: str, name: str = "axis") -> list:
+def parse_axis(text: str, name: str = "axis", *, integer: bool = False) -> list:
   """Parse an axis spec into a list of values.
 
   Forms: ``a:b:n`` (n values linearly spaced from a to b), ``log:a:b:n``
   (geometrically spaced), ``a,b,c`` (a list), ``a`` (one value), and
-  ``[a,b,...]`` (one *vector* value, e.g. a diagonal ``sigma``).
+  ``[a,b,...]`` (one *vector* value, e.g. a diagonal ``sigma``). With
+  ``integer`` every value must be a whole number (seeds).
 
   >>> parse_axis("0:1:3")
   [0.0, 0.5, 1.0]
@@ -53,24 +80,29 @@ def parse_axis(text: str, name: str = "axis") -> list:
   [0.5, 1.0, 2.0]
   >>> parse_axis("[1,0.5]")
   [[1.0, 0.5]]
+  >>> parse_axis("0,1,2", "seed", integer=True)
+  [0, 1, 2]
   """
   import numpy as np
   s = text.strip()
+  opt = f"--{name.replace('_', '-')}"
 
   def num(v):
     try:
       x = float(v)
     except ValueError:
-      raise UsageError(f"--{name.replace('_', '-')}: {v!r} in {text!r} is not a number") from None
+      raise UsageError(f"{opt}: {v.strip()!r} in {text!r} is not a number") from None
     if not np.isfinite(x):
-      raise UsageError(f"--{name.replace('_', '-')}: {text!r} has a non-finite value")
+      raise UsageError(f"{opt}: {text!r} has a non-finite value")
     return x
 
-  bad = UsageError(f"--{name.replace('_', '-')}: malformed axis spec {text!r}; use start:stop:num, "
+  bad = UsageError(f"{opt}: malformed axis spec {text!r}; use start:stop:num, "
                    "log:start:stop:num, a,b,c, a single value or [a,b,...]")
   if not s:
     raise bad
   if s.startswith("[") and s.endswith("]"):
+    if integer:
+      raise UsageError(f"{opt}: takes whole numbers, not a vector {text!r}")
     vals = [num(v) for v in s[1:-1].split(",") if v.strip()]
     if not vals:
       raise bad
@@ -88,103 +120,218 @@ def parse_axis(text: str, name: str = "axis") -> list:
     except ValueError:
       raise bad from None
     if n < 1:
-      raise UsageError(f"--{name.replace('_', '-')}: the number of values in {text!r} must be >= 1")
+      raise UsageError(f"{opt}: the number of values in {text!r} must be >= 1")
     if log:
       if a <= 0 or b <= 0:
-        raise UsageError(f"--{name.replace('_', '-')}: log spacing needs positive ends, got {text!r}")
-      return [float(v) for v in np.geomspace(a, b, n)]
-    return [float(v) for v in np.linspace(a, b, n)]
-  return [num(v) for v in s.split(",")]
+        raise UsageError(f"{opt}: log spacing needs positive ends, got {text!r}")
+      vals = [float(v) for v in np.geomspace(a, b, n)]
+    else:
+      vals = [float(v) for v in np.linspace(a, b, n)]
+  else:
+    vals = [num(v) for v in s.split(",")]
+  if integer:
+    if any(v != int(v) for v in vals):
+      raise UsageError(f"{opt}: takes whole numbers, got {text!r}")
+    vals = [int(v) for v in vals]
+  return vals
+
+
+def _positive_int(opt):
+  def conv(text):
+    try:
+      v = float(text)
+    except ValueError:
+      raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not v.is_integer() or v < 1:
+      raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return int(v)
+  conv.__name__ = opt
+  return conv
+
+
+def _nonneg_float(text):
+  import math
+  try:
+    v = float(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+  if not (math.isfinite(v) and v >= 0):
+    raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+  return v
+
+
+def _digit(text):
+  try:
+    v = int(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"must be a digit 0-9, got {text!r}") from None
+  if not 0 <= v <= 9:
+    raise argparse.ArgumentTypeError(f"must be a digit 0-9, got {text!r}")
+  return v
 
 
 # -------------------------------------------------------------- parsers --
 
-def _add_model_args(p, required=True):
-  p.add_argument("--model", required=required,
-                 help="model name: vae, cvae, mhvae, vae_ldv (the registry)")
-  p.add_argument("--latent-dim", type=int, default=4, help="d1 (default 4)")
-  p.add_argument("--latent-dim2", type=int, default=None, help="MHVAE d2 (default: d1)")
+def _add_model_args(p):
+  p.add_argument("--model", required=True, help="model: vae, cvae, mhvae or vae_ldv (required)")
+  p.add_argument("--latent-dim", type=_positive_int("--latent-dim"), default=4,
+                 help="latent dimension d1 (default 4)")
+  p.add_argument("--latent-dim2", type=_positive_int("--latent-dim2"), default=None,
+                 help="MHVAE second latent dimension d2 (default: d1)")
   p.add_argument("--encoder-var", default=None,
-                 help="VAE/CVAE encoder covariance: learnable, learnable_full, fixed")
+                 help="vae/cvae encoder covariance: learnable (diagonal, default), "
+                      "learnable_full or fixed (set its std with --sigma)")
   p.add_argument("--sigma2-var", default=None,
-                 help="MHVAE Sigma2: learnable (Thm 3), learnable_full, fixed (Thm 5)")
+                 help="mhvae Sigma2: learnable (Thm 3, default), learnable_full or fixed (Thm 5)")
 
 
 def _add_data_args(p, default="synthetic:vae-learnable"):
   p.add_argument("--data", default=default,
-                 help="synthetic:<problem>, mnist:full, mnist:quadrant, or a .npz with x[, y] "
-                      f"(default {default})")
-  p.add_argument("--digit", type=int, default=None, help="MNIST digit subset (0-9)")
-  p.add_argument("--dtype", choices=("float32", "float64"), default="float64")
+                 help="synthetic:<problem> (linvae verify --list), mnist:full, mnist:quadrant, "
+                      f"or an .npz file with an array x (and y) (default {default})")
+  p.add_argument("--digit", type=_digit, default=None,
+                 help="MNIST only: restrict to one digit 0-9 (default: all digits)")
+  p.add_argument("--no-cache", action="store_true",
+                 help="MNIST only: recompute the moments instead of reading (and writing) the "
+                      "cache in the user cache directory ($LINVAE_CACHE_DIR overrides it)")
+  _add_dtype(p)
+
+
+def _add_dtype(p):
+  p.add_argument("--dtype", choices=("float32", "float64"), default="float64",
+                 help="dtype of the moments and of training (default float64)")
+
+
+def _add_train_args(p, *, steps_default):
+  p.add_argument("--objective", choices=("analytic", "sampled"), default="analytic",
+                 help="analytic: the exact loss on the data moments, full batch (default); "
+                      "sampled: the Monte-Carlo ELBO on minibatches of the samples")
+  p.add_argument("--optimizer", choices=("adam", "lbfgs"), default="adam",
+                 help="adam with the learning rate decayed 1000x over the run (default) or "
+                      "lbfgs (line search; analytic objective only)")
+  p.add_argument("--steps", type=_positive_int("--steps"), default=None,
+                 help=f"training steps per cell (default {steps_default})")
+  p.add_argument("--tol-dma", type=_nonneg_float, default=None,
+                 help="largest allowed D_MA of any spectrum (default 1e-5 float64, 2e-3 float32, "
+                      "2e-2 sampled)")
+  p.add_argument("--tol-gap", type=_nonneg_float, default=None,
+                 help="largest allowed relative loss gap |L - L*|/max(1, |L*|) (default 1e-8 "
+                      "float64, 1e-5 float32, 1e-2 sampled)")
+
+
+def _add_out_args(p, default):
+  p.add_argument("--out", default=default,
+                 help=f"output directory (default ./{default}); see 'Output directory' above")
+  p.add_argument("--overwrite", action="store_true",
+                 help="delete earlier results in --out and start afresh")
+  p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+  p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                 help="progress bars on stderr (default: on when stderr is a terminal)")
+  p.add_argument("--no-compile-cache", action="store_true",
+                 help="do not use JAX's persistent compilation cache (default: on, in the user "
+                      "cache directory)")
 
 
 def _add_axes(p, help_suffix):
   for a in HYPER_AXES:
-    p.add_argument(f"--{a.replace('_', '-')}", dest=a, default=None, help=f"{a} {help_suffix}")
+    p.add_argument(f"--{a.replace('_', '-')}", dest=a, default=None, metavar="SPEC",
+                   help=f"{HYPER_HELP[a]} {help_suffix}")
+
+
+_AXIS_HELP = ("Axis specs: start:stop:num (linear), log:start:stop:num (geometric), a,b,c, "
+              "a single value, or [a,b,...] for one vector value; negative numbers are "
+              "accepted (and refused where the value must be positive).")
 
 
 def build_parser() -> argparse.ArgumentParser:
-  top = _Parser(prog="linvae", description=__doc__.split("\n\n")[0])
+  top = _Parser(prog="linvae", description=__doc__)
   sub = top.add_subparsers(dest="cmd", metavar="{verify,grid,theory,report}", parser_class=_Parser)
 
   v = sub.add_parser("verify", help="check every model's closed form against training",
                      description="Train every model and variance setting on built-in synthetic "
                                  "problems whose spectra straddle the collapse thresholds, compare "
-                                 "with the closed forms, write a report, exit 1 on any failure.")
+                                 "with the closed forms, write a report (one subdirectory per "
+                                 "problem), print one line per problem and the failed cells by "
+                                 "their hyperparameter values; exit 1 on any failure.\n\n"
+                                 + _WRITES)
   v.add_argument("--problem", action="append", default=None,
-                 help="problem name (repeatable or comma-separated; default: all). "
-                      "`linvae verify --list` shows them")
+                 help="problem name (repeatable or comma-separated; default: all; "
+                      "--list shows them)")
   v.add_argument("--list", action="store_true", help="list the built-in problems and exit")
   v.add_argument("--quick", action="store_true", help="small grids (2 cells per problem)")
-  v.add_argument("--out", default="linvae_report", help="report directory (default ./linvae_report)")
-  v.add_argument("--dtype", choices=("float32", "float64"), default="float64")
-  v.add_argument("--objective", choices=("analytic", "sampled"), default="analytic")
-  v.add_argument("--steps", type=int, default=None, help="training steps per cell")
-  v.add_argument("--optimizer", choices=("adam", "lbfgs"), default="adam",
-                 help="adam (decaying lr, default) or lbfgs (line search; analytic objective)")
-  v.add_argument("--tol-dma", type=float, default=None, help="override the D_MA tolerance")
-  v.add_argument("--tol-gap", type=float, default=None, help="override the relative loss-gap tolerance")
-  v.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+  _add_dtype(v)
+  _add_train_args(v, steps_default="the problem's, 10000 or 20000; sampled: 20000, "
+                                   "8000 with --quick")
+  _add_out_args(v, "linvae_report")
 
   g = sub.add_parser("grid", help="train a hyperparameter grid and compare with theory",
-                     description="Train a grid of hyperparameters (Cartesian product of the "
-                                 "given axes) and compare every cell with the closed form. Axis "
-                                 "specs: start:stop:num (linspace), log:start:stop:num, a,b,c, "
-                                 "a single value, or [a,b,...] for one vector value.")
+                     description="Train the Cartesian product of the given hyperparameter axes "
+                                 "(vmapped) and compare every cell with the closed form. Prints "
+                                 "the pass count and the worst cells by their hyperparameter "
+                                 "values; the full table goes to OUT/results.csv and "
+                                 "OUT/summary.md. Exit 1 if any cell fails.\n\n" + _AXIS_HELP
+                                 + "\n\n" + _WRITES)
   _add_model_args(g)
   _add_data_args(g)
-  _add_axes(g, "axis (default 1 where the model needs it)")
-  g.add_argument("--lr", default=None, help="learning-rate axis (default 3e-2)")
-  g.add_argument("--seed", default=None, help="seed axis, e.g. 0,1,2")
-  g.add_argument("--steps", type=int, default=10000, help="steps per cell (default 10000)")
-  g.add_argument("--objective", choices=("analytic", "sampled"), default="analytic")
-  g.add_argument("--optimizer", choices=("adam", "lbfgs"), default="adam",
-                 help="adam (decaying lr, default) or lbfgs (line search; analytic objective)")
-  g.add_argument("--batch-size", type=int, default=None, help="minibatch size (sampled)")
-  g.add_argument("--out", default="linvae_grid", help="output directory (default ./linvae_grid)")
-  g.add_argument("--resume", action="store_true",
-                 help="reuse finished chunks in --out (refused if the spec differs)")
-  g.add_argument("--devices", type=int, default=None, help="number of devices to shard cells over")
-  g.add_argument("--strict", action="store_true", help="exit 1 if any cell fails its check")
-  g.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+  _add_axes(g, "axis (default: the synthetic problem's value, else 1)")
+  g.add_argument("--lr", default=None, metavar="SPEC",
+                 help="initial learning-rate axis (default 3e-2, or the synthetic problem's)")
+  g.add_argument("--seed", default=None, metavar="SPEC",
+                 help="initialisation seed axis of whole numbers, e.g. 0,1,2 (default 0)")
+  _add_train_args(g, steps_default="10000, or the synthetic problem's for its own model; "
+                                   "sampled: 20000")
+  g.add_argument("--batch-size", type=_positive_int("--batch-size"), default=None,
+                 help="minibatch size, --objective sampled only (default 256)")
+  g.add_argument("--devices", type=_positive_int("--devices"), default=None,
+                 help="shard the cells over this many devices (on CPU: host devices, set "
+                      "up before JAX starts) (default 1)")
+  _add_out_args(g, "linvae_grid")
 
   t = sub.add_parser("theory", help="predicted spectra and critical values, no training",
-                     description="Print the closed-form optimum for one setting: spectra, active "
-                                 "modes, and per mode the critical beta-like hyperparameters and "
-                                 "eta_dec at which it collapses (others held fixed).")
+                     description="Print the closed-form optimum of one setting: the loss, the "
+                                 "spectra, the active modes, and per mode the critical beta-like "
+                                 "hyperparameters and eta_dec at which it collapses (the others "
+                                 "held fixed). Writes nothing.")
   _add_model_args(t)
   _add_data_args(t)
-  _add_axes(t, "value (default 1)")
-  t.add_argument("--modes", type=int, default=16, help="rows to print per latent (default 16)")
+  _add_axes(t, "(one value; default: the synthetic problem's value, else 1)")
+  t.add_argument("--modes", type=_positive_int("--modes"), default=16,
+                 help="rows to print per latent (default 16)")
   t.add_argument("--root-finding", action="store_true",
-                 help="also find critical values the model does not state in closed form "
+                 help="also find the critical values the model does not state in closed form "
                       "(slow on MNIST)")
 
   r = sub.add_parser("report", help="regenerate figures and summaries of a report directory",
                      description="Rebuild the PNG figures and summary.md of a directory written "
-                                 "by `linvae verify` or `linvae grid`, from its saved files.")
+                                 "by linvae verify or linvae grid, from its saved files "
+                                 "(overwrites those figures and summaries, nothing else).")
   r.add_argument("dir", help="report directory")
+  r.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                 help=argparse.SUPPRESS)
   return top
+
+
+_NEG = re.compile(r"^-(\d|\.\d|\[)")
+
+
+def _join_negative_values(parser, argv):
+  """``--beta -1,1`` -> ``--beta=-1,1``: argparse takes ``-1,1`` for an option."""
+  takes_value = set()
+  for act in parser._actions:  # noqa: SLF001 - argparse has no public listing
+    if isinstance(act, argparse._SubParsersAction):  # noqa: SLF001
+      for sp in act.choices.values():
+        takes_value |= {o for a in sp._actions for o in a.option_strings  # noqa: SLF001
+                        if a.nargs is None and a.option_strings and not a.const}
+  out, i = [], 0
+  while i < len(argv):
+    tok = argv[i]
+    if tok in takes_value and i + 1 < len(argv) and _NEG.match(argv[i + 1]):
+      out.append(f"{tok}={argv[i + 1]}")
+      i += 2
+      continue
+    out.append(tok)
+    i += 1
+  return out
 
 
 # ------------------------------------------------------------- helpers --
@@ -219,21 +366,40 @@ def _dtype(name):
   return jnp.float64 if name == "float64" else jnp.float32
 
 
-def _load(args):
-  from linvae_jax._src import verify as verify_lib
-  return verify_lib.load_data(args.data, dtype=_dtype(args.dtype), digit=args.digit)
+def _load(args, model=None):
+  from linvae_jax._src.data import spec as spec_lib
+  if args.digit is not None and not str(args.data).startswith("mnist:"):
+    raise UsageError(f"--digit applies to MNIST data only, not {args.data!r}")
+  ds = spec_lib.load(args.data, dtype=_dtype(args.dtype), digit=args.digit,
+                     cache=not args.no_cache)
+  if model is not None:
+    try:
+      model.check_moments(ds.moments)
+    except ValueError as e:
+      raise UsageError(f"{model.label()} on {ds.label}: {e}") from None
+  return ds
 
 
-def _format_table(df, cols) -> str:
-  import numpy as np
-  df = df[[c for c in cols if c in df.columns]].copy()
-  for c in df.columns:
-    if df[c].dtype.kind == "f":
-      df[c] = df[c].map(lambda v: f"{v:.4g}" if np.isfinite(v) else str(v))
-  return df.to_string(index=False)
+def _check_out(args):
+  out = args.out
+  if os.path.exists(out) and not os.path.isdir(out):
+    raise UsageError(f"--out {out!r} is a file, not a directory; choose another --out")
+  parent = os.path.dirname(os.path.abspath(out))
+  if not os.path.isdir(parent):
+    raise UsageError(f"--out {out!r}: its parent directory {parent!r} does not exist")
+  if not os.access(parent if not os.path.exists(out) else out, os.W_OK):
+    raise UsageError(f"--out {out!r} is not writable")
 
 
-# ----------------------------------------------------------- subcommands --
+def _progress(args) -> bool:
+  p = getattr(args, "progress", None)
+  return sys.stderr.isatty() if p is None else bool(p)
+
+
+def _tolerances(args):
+  tol = {k: v for k, v in (("dma", args.tol_dma), ("rel_gap", args.tol_gap)) if v is not None}
+  return tol or None
+
 
 def _optimizer(args):
   """None (the verifier's decaying-lr Adam) or L-BFGS."""
@@ -242,9 +408,55 @@ def _optimizer(args):
   if args.objective != "analytic":
     raise UsageError("--optimizer lbfgs needs --objective analytic (a line search on "
                      "minibatches is not a descent method)")
-  from linvae_jax._src.engine import LBFGS
-  return LBFGS()
+  import linvae_jax as lv
+  return lv.LBFGS()
 
+
+def compile_cache_dir() -> str:
+  """Where the CLI keeps JAX's persistent compilation cache."""
+  from linvae_jax._src.data import spec as spec_lib
+  return os.path.join(spec_lib.user_cache_dir(), "jax_compilation_cache")
+
+
+def enable_compile_cache(path: Optional[str] = None) -> str:
+  """Turn on JAX's persistent compilation cache (every program that takes > 0.5 s)."""
+  import jax
+  path = path or compile_cache_dir()
+  os.makedirs(path, exist_ok=True)
+  jax.config.update("jax_compilation_cache_dir", path)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+  return path
+
+
+# ------------------------------------------------------------ summaries --
+
+def worst_cells(rep, k: int = 5) -> list:
+  """Up to ``k`` lines naming the failed (else the worst) cells by hyperparameter values."""
+  import numpy as np
+  from linvae_jax._src import results as results_lib
+  t = rep.table
+  dma_cols = [c for c in t.columns if c.startswith("dma_")]
+  score = (np.nanmax(t[dma_cols].to_numpy(np.float64), axis=1) if dma_cols
+           else np.zeros(len(t)))
+  fails = ~t["passed"].to_numpy(bool)
+  order = np.lexsort((-score, ~fails))  # failed first, then by worst D_MA
+  lines = []
+  for i in order[:k]:
+    r = t.iloc[int(i)]
+    where = results_lib.cell_label(r, rep.summary["axes"])
+    if fails[i]:
+      lines.append(f"  FAIL {where}: {r['reason']}")
+  if fails.sum() > k:
+    lines.append(f"  ... and {int(fails.sum()) - k} more failed cells (see summary.md)")
+  if not fails.any() and len(t):
+    i = int(np.argmax(score))
+    lines.append(f"  worst cell {results_lib.cell_label(t.iloc[i], rep.summary['axes'])}: "
+                 f"max D_MA {score[i]:.3g}")
+  return lines
+
+
+# ----------------------------------------------------------- subcommands --
 
 def cmd_verify(args) -> int:
   from linvae_jax._src import problems as problems_lib
@@ -258,31 +470,50 @@ def cmd_verify(args) -> int:
   if args.problem:
     names = [n.strip() for a in args.problem for n in a.split(",") if n.strip()]
     for n in names:
-      if n not in problems_lib.PROBLEMS:
+      if n not in problems_lib.names():
         raise UsageError(f"unknown problem {n!r}; known problems: {problems_lib.names()}")
-  if args.steps is not None and args.steps < 1:
-    raise UsageError(f"--steps must be >= 1, got {args.steps}")
-  tol = {k: v for k, v in (("dma", args.tol_dma), ("rel_gap", args.tol_gap)) if v is not None}
+  _check_out(args)
+  optimizer = _optimizer(args)
+  progress = _progress(args)
   print(f"{'problem':20s} {'model':26s} {'cells':>5s} {'passed':>6s} {'max D_MA':>9s} "
         f"{'max gap':>9s}  verdict", flush=True)
 
   def show(name, rep):
     s = rep.summary
-    print(f"{name:20s} {s['model']:26s} {s['cells']:5d} {s['passed']:6d} {s['max_dma']:9.2g} "
-          f"{s['max_rel_gap']:9.2g}  {'ok' if rep.passed else 'FAIL'}", flush=True)
-    for i, r in rep.failures().head(3).iterrows():
-      print(f"    cell {i}: {r['reason']}", flush=True)
+    line = (f"{name:20s} {s['model']:26s} {s['cells']:5d} {s['passed']:6d} {s['max_dma']:9.2g} "
+            f"{s['max_rel_gap']:9.2g}  {'ok' if rep.passed else 'FAIL'}")
+    lines = [line] + [ln for ln in worst_cells(rep, 3) if "FAIL" in ln or "more failed" in ln]
+    _write_lines(lines, progress)
 
   reps = verify_lib.verify_problems(
       names, quick=args.quick, out_dir=args.out, dtype=_dtype(args.dtype),
-      objective=args.objective, tolerances=tol or None, steps=args.steps,
-      optimizer=_optimizer(args), figures=not args.no_figures, callback=show)
+      objective=args.objective, tolerances=_tolerances(args), steps=args.steps,
+      optimizer=optimizer, figures=not args.no_figures, callback=show,
+      progress=progress, overwrite=args.overwrite)
   ok = all(r.passed for r in reps.values())
   n_fail = sum(r.summary["failed"] for r in reps.values())
   print(f"{'PASS' if ok else 'FAIL'}: {len(reps)} problems, "
         f"{sum(r.summary['cells'] for r in reps.values())} cells, {n_fail} failed; "
         f"report in {os.path.join(args.out, 'summary.md')}")
   return 0 if ok else EXIT_FAIL
+
+
+def _write_lines(lines, progress):
+  if progress:
+    from tqdm.auto import tqdm
+    for ln in lines:
+      tqdm.write(ln, file=sys.stdout)
+  else:
+    for ln in lines:
+      print(ln, flush=True)
+
+
+def _check_values(model, name, vals):
+  import numpy as np
+  if name in model.positive_hyper or name == "lr":
+    for v in vals:
+      if np.any(np.asarray(v, np.float64) <= 0):
+        raise UsageError(f"--{name.replace('_', '-')} must be > 0, got {v}")
 
 
 def _grid_from_args(args, model, problem=None):
@@ -296,19 +527,20 @@ def _grid_from_args(args, model, problem=None):
       raise UsageError(f"--{a.replace('_', '-')} is not a hyperparameter of {model.label()} "
                        f"(it has {list(model.hyper_names)})")
     vals = parse_axis(spec, a)
-    if len(vals) == 1:
-      consts[a] = vals[0]
-    else:
-      axes[a] = vals
+    _check_values(model, a, vals)
+    (axes if len(vals) > 1 else consts)[a] = vals if len(vals) > 1 else vals[0]
   for name in ("lr", "seed"):
     spec = getattr(args, name)
     if spec is not None:
-      vals = parse_axis(spec, name)
-      if name == "seed":
-        vals = [int(v) for v in vals]
+      vals = parse_axis(spec, name, integer=name == "seed")
+      if name == "seed" and any(v < 0 for v in vals):
+        raise UsageError(f"--seed takes whole numbers >= 0, got {spec!r}")
+      _check_values(model, name, vals)
       (axes if len(vals) > 1 else consts)[name] = vals if len(vals) > 1 else vals[0]
-  consts.setdefault("lr", 3e-2)
-  pconst = problem.constants if problem is not None and problem.model() == model else {}
+  same = problem is not None and problem.model() == model
+  if "lr" not in axes:
+    consts.setdefault("lr", problem.lr if same else 3e-2)
+  pconst = problem.constants if same else {}
   for k in model.hyper_names:
     if k not in axes and k not in consts:
       consts[k] = pconst.get(k, DEFAULT_HYPER[k])
@@ -319,40 +551,44 @@ def _grid_from_args(args, model, problem=None):
 def cmd_grid(args) -> int:
   from linvae_jax._src import verify as verify_lib
   model = _model_from_args(args)
-  ds = _load(args)
+  if args.batch_size is not None and args.objective != "sampled":
+    raise UsageError("--batch-size applies to --objective sampled only")
+  _check_out(args)
+  optimizer = _optimizer(args)
+  ds = _load(args, model)
   grid = _grid_from_args(args, model, ds.problem)
   devices = None
   if args.devices is not None:
     import jax
     avail = jax.local_devices()
-    if not 1 <= args.devices <= len(avail):
+    if args.devices > len(avail):
       raise UsageError(f"--devices {args.devices}: {len(avail)} device(s) available")
     devices = avail[:args.devices]
-  if args.steps < 1:
-    raise UsageError(f"--steps must be >= 1, got {args.steps}")
-  if args.resume and not os.path.exists(os.path.join(args.out, "train", "manifest.json")):
-    print(f"note: nothing to resume in {args.out}; starting afresh", file=sys.stderr)
-  rep = verify_lib.verify(model, ds.moments if ds.arrays is None or args.objective == "analytic"
-                          else ds.arrays, grid, steps=args.steps, objective=args.objective,
-                          batch_size=args.batch_size, out_dir=args.out, resume=args.resume,
-                          optimizer=_optimizer(args),
-                          devices=devices, dtype=_dtype(args.dtype),
+  if args.objective == "sampled" and ds.arrays is None:
+    raise UsageError(f"--objective sampled needs samples; {ds.label} gives only moments")
+  rep = verify_lib.verify(model, ds, grid, steps=args.steps, objective=args.objective,
+                          batch_size=args.batch_size, out_dir=args.out,
+                          overwrite=args.overwrite, optimizer=optimizer,
+                          tolerances=_tolerances(args), devices=devices,
+                          progress=_progress(args),
                           name=f"{model.label()} on {ds.label}", figures=not args.no_figures)
-  t = rep.table
-  cols = list(rep.summary["axes"]) + [c for c in t.columns if c.startswith(
-      ("dma_", "pred_active_", "learned_active_"))]
-  print(_format_table(t, cols + ["rel_gap", "status", "passed"]))
-  print(str(rep).splitlines()[0])
-  print(f"report in {os.path.join(args.out, 'summary.md')}")
-  return EXIT_FAIL if (args.strict and not rep.passed) else 0
+  s = rep.summary
+  print(f"{'PASS' if rep.passed else 'FAIL'}: {s['name']}: {s['passed']}/{s['cells']} cells "
+        f"passed (max D_MA {s['max_dma']:.2g}, max rel gap {s['max_rel_gap']:.2g})")
+  for ln in worst_cells(rep):
+    print(ln)
+  print(f"table in {os.path.join(args.out, 'results.csv')}, report in "
+        f"{os.path.join(args.out, 'summary.md')}")
+  return 0 if rep.passed else EXIT_FAIL
 
 
 def cmd_theory(args) -> int:
   import numpy as np
   from linvae_jax._src import sensitivity
   model = _model_from_args(args)
-  ds = _load(args)
-  pconst = ds.problem.constants if ds.problem is not None and ds.problem.model() == model else {}
+  ds = _load(args, model)
+  same = ds.problem is not None and ds.problem.model() == model
+  pconst = ds.problem.constants if same else {}
   hyper = {}
   for a in HYPER_AXES:
     spec = getattr(args, a)
@@ -365,9 +601,18 @@ def cmd_theory(args) -> int:
         vals = parse_axis(spec, a)
         if len(vals) != 1:
           raise UsageError(f"--{a.replace('_', '-')}: theory takes one value, got {spec!r}")
+        _check_values(model, a, vals)
         hyper[a] = vals[0]
   hyper = {k: np.asarray(v, np.float64) for k, v in hyper.items()}
-  opt = model.optimum(ds.moments, {k: v for k, v in hyper.items()})
+  try:
+    model.check(ds.moments, hyper)
+  except ValueError as e:
+    raise UsageError(f"{model.label()} on {ds.label}: {e}") from None
+  opt = model.optimum(ds.moments, dict(hyper))
+  bad = [k for k, v in opt.spectra.items() if not np.all(np.isfinite(np.asarray(v)))]
+  if bad or not np.isfinite(float(opt.loss)):
+    raise UsageError(f"{model.label()} on {ds.label}: the closed form is not finite "
+                     f"({', '.join(bad) or 'loss'}); check the dimensions and hyperparameters")
   names = [n for n in ("beta", "beta1", "beta2", "eta_dec") if n in model.hyper_names]
   if not args.root_finding:
     names = [n for n in names
@@ -384,9 +629,6 @@ def cmd_theory(args) -> int:
       crit[n][lat] = sensitivity.critical_values(model, ds.moments, hyper, n, latent=lat,
                                                  method=method)[lat]
   table = sensitivity.mode_table(model, opt, crit)
-  for c in table.columns:
-    if table[c].dtype.kind == "f":
-      table[c] = table[c].map(lambda v: f"{v:.5g}")
   print(f"{model.label()} on {ds.label}: " + ", ".join(f"{k}={float(v):.6g}"
                                                        for k, v in hyper.items()))
   print(f"L* = {float(opt.loss):.10g} nats per sample")
@@ -394,7 +636,10 @@ def cmd_theory(args) -> int:
     act = np.asarray(opt.active[lat])
     print(f"latent {lat}: {int(act.sum())} of {act.size} modes active")
   for lat in model.latents:
-    sub = table[table["latent"] == lat]
+    sub = table[table["latent"] == lat].dropna(axis=1, how="all").copy()  # other latents' columns
+    for c in sub.columns:
+      if sub[c].dtype.kind == "f":
+        sub[c] = sub[c].map(lambda v: f"{v:.5g}")
     print(sub.head(args.modes).to_string(index=False))
     if len(sub) > args.modes:
       print(f"  ... {len(sub) - args.modes} more modes (--modes N)")
@@ -421,29 +666,36 @@ def cmd_report(args) -> int:
 
 # ------------------------------------------------------------------ main --
 
+def _request_host_devices(n: int) -> None:
+  """Ask for ``n`` CPU devices; only possible before JAX's backends start."""
+  import jax
+  from jax._src import xla_bridge
+  if (xla_bridge.backends_are_initialized()  # too late: the device-count check reports it
+      or "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", "")):
+    return
+  jax.config.update("jax_num_cpu_devices", max(n, int(jax.config.jax_num_cpu_devices)))
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
   """Entry point of the ``linvae`` script; returns the exit status."""
   parser = build_parser()
   try:
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(_join_negative_values(parser, argv))
     if args.cmd is None:
       parser.print_help()
       return EXIT_USAGE
     if getattr(args, "devices", None):
-      # host-platform devices must be requested before JAX starts
-      flags = os.environ.get("XLA_FLAGS", "")
-      if "xla_force_host_platform_device_count" not in flags and "jax" not in sys.modules:
-        os.environ["XLA_FLAGS"] = (flags + f" --xla_force_host_platform_device_count="
-                                   f"{args.devices}").strip()
+      _request_host_devices(args.devices)
     import jax
     jax.config.update("jax_enable_x64", True)  # float32 runs pass dtype explicitly
+    if args.cmd in ("verify", "grid") and not args.no_compile_cache:
+      enable_compile_cache()
     return {"verify": cmd_verify, "grid": cmd_grid, "theory": cmd_theory,
             "report": cmd_report}[args.cmd](args)
-  except UsageError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return EXIT_USAGE
-  except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
-    msg = " ".join(str(e).split())
+  except (ValueError, OSError) as e:
+    msg = " ".join(str(e).split()) if not isinstance(e, OSError) or not e.filename else (
+        f"{e.filename}: {e.strerror or e}")
     print(f"linvae: error: {msg}", file=sys.stderr)
     return EXIT_USAGE
   except KeyboardInterrupt:

@@ -1,19 +1,42 @@
 """The ``linvae`` command line: subprocess runs at reduced size, and bad arguments."""
 import json
 import os
+import pathlib
+import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from linvae_jax import cli
 
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+_CACHE = None
 
-def run(*args, cwd=None, timeout=900):
-  env = dict(os.environ)
-  env.pop("XLA_FLAGS", None)  # one CPU device in the child: the default user setup
+
+def _cache_dir():
+  """One cache directory per test session (moments and compiled programs)."""
+  global _CACHE
+  if _CACHE is None:
+    import tempfile
+    _CACHE = tempfile.mkdtemp(prefix="linvae-test-cache-")
+  return _CACHE
+
+
+def run(*args, cwd=None, timeout=900, env=None):
+  e = dict(os.environ)
+  e.pop("XLA_FLAGS", None)  # one CPU device in the child: the default user setup
+  e.setdefault("LINVAE_CACHE_DIR", _cache_dir())
+  e.update(env or {})
   return subprocess.run([sys.executable, "-m", "linvae_jax.cli", *args], capture_output=True,
-                        text=True, cwd=cwd, env=env, timeout=timeout)
+                        text=True, cwd=cwd, env=e, timeout=timeout)
+
+
+@pytest.fixture(autouse=True)
+def _no_compile_cache_in_process(monkeypatch):
+  """In-process ``cli.main`` must not switch the test session's JAX config."""
+  monkeypatch.setattr(cli, "enable_compile_cache", lambda path=None: path)
 
 
 def test_parse_axis_forms():
@@ -62,14 +85,19 @@ def test_help_on_every_subcommand(capsys):
     assert f"usage: linvae {sub[0]}" in capsys.readouterr().out
 
 
-def test_resume_into_directory_of_a_different_spec(tmp_path):
+def test_rerun_into_directory_of_a_different_spec_is_refused(tmp_path):
   os.makedirs(tmp_path / "g" / "train")
   with open(tmp_path / "g" / "train" / "manifest.json", "w") as f:
     json.dump({"spec_hash": "0000", "chunk_size": 1, "n_chunks": 1, "cells": 1}, f)
   r = run("grid", "--model", "vae", "--latent-dim", "2", "--beta", "1", "--steps", "10",
-          "--out", str(tmp_path / "g"), "--resume")
+          "--out", str(tmp_path / "g"))
   assert r.returncode == 2, r.stderr
-  assert "different grid spec" in r.stderr and "Traceback" not in r.stderr
+  assert r.stderr.startswith("linvae: error: ") and r.stderr.count("\n") == 1
+  assert str(tmp_path / "g") in r.stderr and "overwrite" in r.stderr
+  r = run("grid", "--model", "vae", "--latent-dim", "2", "--beta", "1", "--steps", "10",
+          "--out", str(tmp_path / "g"), "--overwrite", "--no-figures")
+  assert r.returncode in (0, 1) and "cells passed" in r.stdout, r.stderr  # 10 steps: trained
+  assert json.loads((tmp_path / "g" / "train" / "manifest.json").read_text())["spec_hash"] != "0000"
 
 
 def test_theory_synthetic_prints_thresholds():
@@ -126,12 +154,12 @@ def test_grid_subcommand(tmp_path):
   r = run("grid", "--model", "vae", "--latent-dim", "2", "--data", str(tmp_path / "d.npz"),
           "--beta", "0.5,2", "--eta-dec", "1", "--steps", "4000", "--out", str(tmp_path / "g"))
   assert r.returncode == 0, r.stderr
-  assert "dma_omega" in r.stdout and "report in" in r.stdout
+  assert "PASS" in r.stdout and "2/2 cells passed" in r.stdout and "report in" in r.stdout
+  assert len(r.stdout.splitlines()) <= 4  # compact: the table goes to results.csv
   assert os.path.getsize(tmp_path / "g" / "results.csv") > 0
   r = run("grid", "--model", "vae", "--latent-dim", "2", "--data", str(tmp_path / "d.npz"),
-          "--beta", "0.5,2", "--eta-dec", "1", "--steps", "4000", "--out", str(tmp_path / "g"),
-          "--resume")
-  assert r.returncode == 0, r.stderr
+          "--beta", "0.5,2", "--eta-dec", "1", "--steps", "4000", "--out", str(tmp_path / "g"))
+  assert r.returncode == 0, r.stderr  # the rerun continues from the saved chunks
 
 
 def test_verify_with_lbfgs(tmp_path):
@@ -177,3 +205,139 @@ def test_theory_mnist_mhvae_z2_complete_collapse_at_6_17():
           "--eta-enc", "1", "--eta-dec", "1")
   assert r.returncode == 0, r.stderr
   assert "complete collapse of z2 at beta2 >= 6.172" in r.stdout  # Dang et al. Fig 6(b)
+
+
+# ------------------------------------------------- defects of issue 13 --
+
+def _args(*argv):
+  p = cli.build_parser()
+  return p.parse_args(cli._join_negative_values(p, list(argv)))  # noqa: SLF001
+
+
+def test_lr_axis_is_an_axis_not_a_conflict():
+  from linvae_jax._src.models import make
+  model = make("vae", latent_dim=2)
+  g = cli._grid_from_args(_args("grid", "--model", "vae", "--lr", "0.01,0.03"), model)  # noqa: SLF001
+  assert len(g) == 2
+  _, cells, _ = g.resolve(model)
+  assert sorted(np.asarray(cells["lr"]).tolist()) == [0.01, 0.03]
+
+
+def test_seed_axis_takes_whole_numbers():
+  assert cli.parse_axis("0,1,2", "seed", integer=True) == [0, 1, 2]
+  with pytest.raises(cli.UsageError, match="whole numbers"):
+    cli.parse_axis("1.5", "seed", integer=True)
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["grid", "--model", "vae", "--beta", "-1,1"], "--beta must be > 0, got -1.0"),
+    (["grid", "--model", "vae", "--eta-dec", "-0.5"], "--eta-dec must be > 0"),
+    (["grid", "--model", "vae", "--lr", "-1e-3"], "--lr must be > 0"),
+    (["theory", "--model", "vae", "--beta", "-2"], "--beta must be > 0"),
+    (["grid", "--model", "vae", "--out", "README.md"], "is a file, not a directory"),
+    (["grid", "--model", "vae", "--out", "/nonexistent/x/y"], "parent directory"),
+    (["grid", "--model", "vae", "--batch-size", "0", "--objective", "sampled"],
+     "--batch-size: must be a whole number >= 1"),
+    (["grid", "--model", "vae", "--batch-size", "16"], "applies to --objective sampled only"),
+    (["grid", "--model", "vae", "--seed", "1.5"], "--seed: takes whole numbers"),
+    (["grid", "--model", "vae", "--seed", "-1"], "--seed takes whole numbers >= 0"),
+    (["grid", "--model", "vae", "--steps", "2.5"], "--steps: must be a whole number >= 1"),
+    (["verify", "--steps", "0"], "--steps: must be a whole number >= 1"),
+    (["grid", "--model", "vae", "--digit", "3"], "--digit applies to MNIST data only"),
+    (["theory", "--model", "vae", "--digit", "12", "--data", "mnist:full"], "digit 0-9"),
+    (["grid", "--model", "vae", "--tol-dma", "-1"], "--tol-dma: must be a finite number >= 0"),
+    (["grid", "--model", "vae", "--devices", "0"], "--devices: must be a whole number >= 1"),
+    (["grid", "--model", "vae", "--devices", "99"], "--devices 99: 4 device(s) available"),
+    (["theory", "--model", "mhvae", "--latent-dim", "6", "--data", "synthetic:mhvae-thm3"],
+     "larger than the data dimension"),
+    (["grid", "--model", "vae", "--optimizer", "lbfgs", "--objective", "sampled"],
+     "needs --objective analytic"),
+])
+def test_bad_input_one_line_with_one_prefix(argv, match, capsys, tmp_path, monkeypatch):
+  monkeypatch.chdir(ROOT)  # README.md exists here
+  code = cli.main(argv + ([] if "--out" in argv else ["--out", str(tmp_path / "o")])
+                  if argv[0] != "theory" else argv)
+  err = capsys.readouterr().err
+  assert code == 2, err
+  assert err.startswith("linvae: error: ") and err.count("\n") == 1, err
+  assert match in err, err
+  assert "error: linvae" not in err  # one prefix, not two
+
+
+def test_every_error_has_the_same_prefix(capsys):
+  for argv in (["frobnicate"], ["grid"], ["grid", "--model", "nope"], ["verify", "--bogus"],
+               ["report", "/nonexistent"], ["grid", "--model", "vae", "--beta", "1:2"]):
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("linvae: error: ") and err.count("\n") == 1, (argv, err)
+
+
+def test_help_is_plain_and_complete(capsys):
+  for sub in ("verify", "grid", "theory", "report"):
+    with pytest.raises(SystemExit):
+      cli.main([sub, "--help"])
+    out = capsys.readouterr().out
+    assert "``" not in out and ":func:" not in out, sub
+    p = cli.build_parser()
+    sp = p._subparsers._group_actions[0].choices[sub]  # noqa: SLF001
+    for a in sp._actions:  # noqa: SLF001
+      if a.option_strings and a.help != "==SUPPRESS==":
+        assert a.help, (sub, a.option_strings)  # every option is explained
+        if a.default not in (None, False) and not isinstance(a, type(sp._actions[0])):  # noqa: SLF001
+          assert "default" in a.help, (sub, a.option_strings, a.help)
+  with pytest.raises(SystemExit):
+    cli.main(["--help"])
+  top = capsys.readouterr().out
+  assert "``" not in top and "continues" in top and "--overwrite" in top
+  with pytest.raises(SystemExit):
+    cli.main(["grid", "--help"])
+  g = " ".join(capsys.readouterr().out.split())
+  for needle in ("--dtype", "--objective", "--tol-dma", "--tol-gap", "--overwrite",
+                 "--progress", "--no-progress", "--no-cache", "--no-compile-cache",
+                 "standard deviation (not a variance", "different settings are refused",
+                 "--overwrite deletes them and starts afresh", "continues from the finished"):
+    assert needle in g, needle
+
+
+def test_theory_mhvae_d2_above_d1_prints_no_nan():
+  r = run("theory", "--model", "mhvae", "--latent-dim", "2", "--latent-dim2", "4",
+          "--data", "synthetic:mhvae-thm3")
+  assert r.returncode == 0, r.stderr
+  assert "nan" not in r.stdout.lower()
+  assert "latent z2: 2 of 4 modes active" in r.stdout
+
+
+def test_grid_on_two_host_devices_progress_and_failures(tmp_path):
+  # --devices 2 on a CPU; a grid that fails every cell exits 1 and names cells by values
+  r = run("grid", "--model", "vae", "--latent-dim", "2", "--beta", "0.5,2", "--steps", "20",
+          "--devices", "2", "--tol-dma", "0", "--out", str(tmp_path / "g"), "--progress",
+          "--no-figures")
+  assert r.returncode == 1, r.stderr
+  assert "FAIL: vae[learnable] on synthetic:vae-learnable: 0/2 cells passed" in r.stdout
+  assert "FAIL beta=0.5" in r.stdout and "FAIL beta=2" in r.stdout and "cell 0" not in r.stdout
+  assert re.search(r"\d+/\d+ \[", r.stderr)  # a tqdm bar on stderr
+  assert len(json.loads((tmp_path / "g" / "summary.json").read_text())["engine"]["devices"]) == 2
+  r = run("grid", "--model", "vae", "--latent-dim", "2", "--beta", "0.5,2", "--steps", "20",
+          "--tol-dma", "0", "--out", str(tmp_path / "h"), "--no-progress", "--no-figures")
+  assert r.returncode == 1 and r.stderr == "", r.stderr  # no bar, no noise
+
+
+@pytest.mark.slow
+def test_readme_grid_example_passes_every_cell(tmp_path):
+  readme = (ROOT / "README.md").read_text()
+  line = next(ln for ln in readme.splitlines() if ln.startswith("linvae grid "))
+  argv = line.split("#")[0].split()[1:]
+  i = argv.index("--out")
+  argv[i + 1] = str(tmp_path / "runs")
+  r = run(*argv)
+  assert r.returncode == 0, r.stdout + r.stderr
+  assert re.search(r"PASS: .* (\d+)/\1 cells passed", r.stdout), r.stdout
+  assert len(r.stdout.splitlines()) <= 4
+
+
+def test_import_does_not_start_jax_backends():
+  # else `linvae grid --devices N` cannot ask for N host devices any more
+  code = ("import linvae_jax, linvae_jax.cli\nfrom jax._src import xla_bridge\n"
+          "assert not xla_bridge.backends_are_initialized()\n")
+  r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+  assert r.returncode == 0, r.stderr

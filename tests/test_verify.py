@@ -140,3 +140,36 @@ def test_verify_sampled_objective_quick():
     assert rep.summary["tolerances"]["dma"] == 2e-2
     assert rep.summary["steps"] == 8000, name
     assert rep.passed, str(rep)
+
+
+def test_counts_are_never_truncated():
+  import linvae_jax as lv
+  for bad in (2.5, 0, -3, True, "10"):
+    with pytest.raises(ValueError, match="steps must be a whole number >= 1"):
+      lv.verify(None, "synthetic:vae-learnable", quick=True, steps=bad)
+  with pytest.raises(ValueError, match="batch_size must be a whole number >= 1"):
+    lv.verify(None, "synthetic:vae-learnable", quick=True, objective="sampled", batch_size=0)
+  with pytest.raises(ValueError, match="sampled' only"):
+    lv.verify(None, "synthetic:vae-learnable", quick=True, batch_size=64)
+
+
+def test_data_load_is_public_and_digit_is_mnist_only():
+  import linvae_jax as lv
+  ds = lv.data.load("synthetic:vae-learnable", n_samples=64)
+  assert isinstance(ds, lv.data.Dataset) and ds.arrays[0].shape == (64, 5)
+  assert lv.data.load(ds) is ds
+  with pytest.raises(ValueError, match="digit applies to MNIST data only"):
+    lv.data.load("synthetic:vae-learnable", digit=3)
+  with pytest.raises(ValueError, match="digit must be an integer 0-9"):
+    lv.data.load("mnist:full", digit=11)
+  assert verify.load_data is lv.data.load  # the old name, kept
+
+
+def test_report_depends_on_the_result_type_not_on_verify():
+  import ast
+  import pathlib
+  src = pathlib.Path(verify.__file__).with_name("report.py").read_text()
+  mods = {n.module for n in ast.walk(ast.parse(src)) if isinstance(n, ast.ImportFrom)}
+  mods |= {a.name for n in ast.walk(ast.parse(src)) if isinstance(n, ast.Import) for a in n.names}
+  assert not any(m and m.endswith("verify") for m in mods), mods
+  assert "linvae_jax._src.results" in mods

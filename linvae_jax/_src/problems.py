@@ -16,7 +16,7 @@ it is >= 0.2 for every cell of every problem.
 >>> p = get("vae-learnable")
 >>> p.model().label(), len(p.grid())
 ('vae[learnable]', 15)
->>> sorted(PROBLEMS)[:3]
+>>> sorted(names())[:3]
 ['cvae-fixed', 'cvae-learnable', 'mhvae-thm3']
 """
 from __future__ import annotations
@@ -209,19 +209,37 @@ def _problems() -> dict:
   return {p.name: p for p in ps}
 
 
-PROBLEMS: dict = _problems()
+_REGISTRY: dict = {}
+
+
+def registry() -> dict:
+  """name -> :class:`Problem`, built on first use.
+
+  Building runs a JAX function (the LDV thresholds), which starts JAX's
+  backends; importing this module must not, or ``linvae grid --devices N``
+  could no longer ask for N CPU devices.
+  """
+  if not _REGISTRY:
+    _REGISTRY.update(_problems())
+  return _REGISTRY
+
+
+def __getattr__(name):  # ``problems.PROBLEMS``, lazily
+  if name == "PROBLEMS":
+    return registry()
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def names() -> list:
   """Names of the built-in problems, in a fixed order."""
-  return list(PROBLEMS)
+  return list(registry())
 
 
 def get(name: str) -> Problem:
   """The built-in problem ``name`` (``ValueError`` listing the known ones)."""
-  if name not in PROBLEMS:
+  if name not in registry():
     raise ValueError(f"unknown synthetic problem {name!r}; known problems: {names()}.")
-  return PROBLEMS[name]
+  return registry()[name]
 
 
 # ------------------------------------------------------------------ margin --

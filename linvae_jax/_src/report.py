@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Optional
 
 import numpy as np
 import pandas as pd
+
+from linvae_jax._src.results import VerifyReport, cell_label
 
 FIGURES = ("dma_vs_step", "phase_diagram", "spectra", "scatter")
 
@@ -50,7 +51,7 @@ def _json_default(o):
 # ---------------------------------------------------------------- writing --
 
 def write(rep, out_dir, *, figures: bool = True) -> dict:
-  """Write a :class:`~linvae_jax._src.verify.VerifyReport` to ``out_dir``.
+  """Write a :class:`~linvae_jax._src.results.VerifyReport` to ``out_dir``.
 
   Args:
     rep: the report.
@@ -100,7 +101,6 @@ def write(rep, out_dir, *, figures: bool = True) -> dict:
 
 def load(out_dir):
   """Read a report directory written by :func:`write` back into a ``VerifyReport``."""
-  from linvae_jax._src.verify import VerifyReport
   res = os.path.join(out_dir, "results.csv")
   if not os.path.exists(res):
     raise ValueError(f"{out_dir!r} is not a linvae report directory (no results.csv).")
@@ -222,7 +222,8 @@ def summary_markdown(rep) -> str:
   fails = rep.failures()
   if len(fails):
     out += ["## Failures", ""]
-    out += [f"* cell {i}: {r['reason']}" for i, r in fails.iterrows()]
+    out += [f"* cell {i} ({cell_label(r, s['axes'])}): {r['reason']}"
+            for i, r in fails.iterrows()]
     out.append("")
   if rep.figures:
     out += ["## Figures", ""]
@@ -245,8 +246,9 @@ def suite_markdown(reports: dict) -> str:
   out.append("")
   for n, r in reports.items():
     if not r.passed:
-      out += [f"## {n} failures", ""] + [f"* cell {i}: {x['reason']}"
-                                           for i, x in r.failures().iterrows()] + [""]
+      out += [f"## {n} failures", ""] + [
+          f"* cell {i} ({cell_label(x, r.summary['axes'])}): {x['reason']}"
+          for i, x in r.failures().iterrows()] + [""]
   return "\n".join(out)
 
 

@@ -230,6 +230,8 @@ def mode_table(model, opt, crit: Mapping) -> pd.DataFrame:
     mode collapses *below* the value). Spectra are stored sorted
     non-increasing; standard deviations (``*_std``) are listed ascending
     here, so row i is the std of mode i (larger modes get smaller stds).
+    A latent with more modes than a spectrum has entries (the MHVAE's z2
+    when d2 > d1: omega has rank <= min(d1, d2)) lists 0 for the rest.
   """
   rows = []
   for lat in model.latents:
@@ -240,8 +242,9 @@ def mode_table(model, opt, crit: Mapping) -> pd.DataFrame:
         s = np.asarray(spec)
         if key.endswith("_std"):
           s = np.sort(s)
-        if _spectrum_latent(model, key) == lat and s.ndim == 1 and i < s.size:
-          row[key] = float(s[i])
+        if _spectrum_latent(model, key) == lat and s.ndim == 1:
+          # a mode past the spectrum's length (MHVAE d2 > d1: rank <= min) is exactly 0
+          row[key] = float(s[i]) if i < s.size else 0.0
       for n, per in crit.items():
         if lat in per and i < np.size(per[lat]["values"]):
           suffix = "" if per[lat]["direction"] == "collapse_above" else " (below)"

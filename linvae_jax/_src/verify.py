@@ -46,7 +46,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from typing import Any, Mapping, Optional, Union
+from typing import Mapping, Optional
 
 import jax
 import jax.numpy as jnp
@@ -55,10 +55,11 @@ import pandas as pd
 
 from linvae_jax._src import engine as engine_lib
 from linvae_jax._src import grid as grid_lib
-from linvae_jax._src import moments as moments_lib
 from linvae_jax._src import problems as problems_lib
+from linvae_jax._src import report as report_lib
+from linvae_jax._src.data import spec as spec_lib
 from linvae_jax._src.model import LinearModel
-from linvae_jax._src.moments import Moments
+from linvae_jax._src.results import VerifyReport
 
 BETA_AXES = ("beta", "beta2", "beta1")
 
@@ -121,90 +122,12 @@ def resolve_tolerances(tolerances, dtype, objective) -> Tolerances:
 
 # -------------------------------------------------------------------- data --
 
-@dataclasses.dataclass
-class Dataset:
-  """Resolved data: moments always, arrays when there are samples, and a label."""
-  moments: Moments
-  arrays: Optional[tuple] = None
-  label: str = "moments"
-  problem: Optional[problems_lib.Problem] = None
-
-
-MNIST_VIEWS = {"full": "full", "quadrant": "quadrants", "quadrants": "quadrants"}
-
-
-def load_data(data, *, dtype=None, digit: Optional[int] = None, n_samples: int = 4096,
-              seed: int = 0) -> Dataset:
-  """Resolve ``data`` to a :class:`Dataset`.
-
-  Args:
-    data: :class:`~linvae_jax.Moments`; an array ``x`` (n, D0); a pair
-      ``(x, y)``; a path to an ``.npz`` with ``x`` (and optionally ``y``);
-      or a name: ``"synthetic:<problem>"`` (see ``problems.names()``),
-      ``"mnist:full"`` or ``"mnist:quadrant"``.
-    dtype: dtype of the moments (default: JAX's default float).
-    digit: MNIST digit subset (0-9).
-    n_samples: rows of the exact-moment sample design drawn for synthetic
-      problems (used by ``objective="sampled"``).
-    seed: seed of that design.
-
-  Returns:
-    A :class:`Dataset`.
-  """
-  dtype = dtype or jnp.zeros(()).dtype
-  if isinstance(data, Moments):
-    return Dataset(data.astype(dtype), None, "moments")
-  if isinstance(data, (str, os.PathLike)):
-    s = str(data)
-    if s.startswith("synthetic:"):
-      prob = problems_lib.get(s.split(":", 1)[1])
-      xx, yy, xy = prob.build()
-      from linvae_jax._src.data.synthetic import exact_design
-      smp = exact_design(n_samples, xx, yy, xy, seed=seed, moments_dtype=dtype)
-      arrays = (smp.x,) if smp.y is None else (smp.x, smp.y)
-      return Dataset(prob.moments(dtype), arrays, s, prob)
-    if s.startswith("mnist:"):
-      view = s.split(":", 1)[1]
-      if view not in MNIST_VIEWS:
-        raise ValueError(f"unknown MNIST view {view!r}; use mnist:full or mnist:quadrant.")
-      from linvae_jax._src.data import mnist
-      m = mnist.mnist_moments(MNIST_VIEWS[view], digit, dtype=dtype)
-      return Dataset(m, None, s + (f" (digit {digit})" if digit is not None else ""))
-    if s.endswith(".npz"):
-      if not os.path.exists(s):
-        raise ValueError(f"data file {s!r} does not exist.")
-      with np.load(s) as z:
-        if "x" not in z.files:
-          raise ValueError(f"data file {s!r} has no array 'x' (found {z.files}).")
-        arrays = (z["x"],) + ((z["y"],) if "y" in z.files else ())
-      return Dataset(moments_lib.from_arrays(*arrays, dtype=dtype), arrays, s)
-    raise ValueError(f"cannot read data {s!r}: use synthetic:<problem>, mnist:full, "
-                     "mnist:quadrant or a .npz file with x[, y].")
-  if isinstance(data, (tuple, list)):
-    if len(data) not in (1, 2):
-      raise ValueError(f"data as a tuple must be (x,) or (x, y), got {len(data)} arrays.")
-    arrays = tuple(np.asarray(a) for a in data)
-    return Dataset(moments_lib.from_arrays(*arrays, dtype=dtype), arrays, "arrays")
-  if isinstance(data, (np.ndarray, jax.Array)):
-    x = np.asarray(data)
-    return Dataset(moments_lib.from_arrays(x, dtype=dtype), (x,), "arrays")
-  raise ValueError(f"data must be Moments, arrays, a .npz path or a dataset name, "
-                   f"got {type(data).__name__}.")
+Dataset = spec_lib.Dataset
+MNIST_VIEWS = spec_lib.MNIST_VIEWS
+load_data = spec_lib.load  # the data-spec parser lives in data.spec (lv.data.load)
 
 
 # ------------------------------------------------------------------ checks --
-
-def _fmt(v) -> str:
-  return f"{float(v):.4g}"
-
-
-def _cell_label(row: Mapping, axes) -> str:
-  parts = []
-  for a in axes:
-    v = row[a]
-    parts.append(f"{a}={v if isinstance(v, tuple) else _fmt(v)}")
-  return ", ".join(parts)
-
 
 def _learned_active_col(table, lat: str) -> str:
   """``learned_active_<lat>`` (spectrum view, as Optimum.active) if present, else the
@@ -297,51 +220,21 @@ def check_cells(table: pd.DataFrame, tol: Tolerances, *, learned: Optional[dict]
 
 # ------------------------------------------------------------------ report --
 
-@dataclasses.dataclass
-class VerifyReport:
-  """Result of :func:`verify` (also rebuilt by :func:`report.load`).
+def _check_count(name: str, v) -> int:
+  """A whole number >= 1 (``2.5`` or ``True`` is an error, never truncated)."""
+  if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer, float, np.floating)) \
+      or not float(v).is_integer() or v < 1:
+    raise ValueError(f"{name} must be a whole number >= 1, got {v!r}.")
+  return int(v)
 
-  Attributes:
-    table: one row per cell: the grid coordinates, the engine's comparison
-      columns, ``rel_gap``, ``passed`` and ``reason``.
-    summary: JSON-able dict (model, data, counts, worst numbers, tolerances).
-    history: engine history, name -> (G, R) arrays and ``step`` (R,).
-    spectra: ``learned/<key>`` and ``predicted/<key>``: (G, n) arrays.
-    theory: dense theory curves for the figures (see :func:`theory_curves`).
-    figures: figure name -> path, once written.
-    out_dir: the report directory, once written.
-  """
-  table: pd.DataFrame
-  summary: dict
-  history: dict = dataclasses.field(default_factory=dict)
-  spectra: dict = dataclasses.field(default_factory=dict)
-  theory: dict = dataclasses.field(default_factory=dict)
-  figures: dict = dataclasses.field(default_factory=dict)
-  out_dir: Optional[str] = None
 
-  @property
-  def passed(self) -> bool:
-    return bool(self.table["passed"].all())
-
-  def failures(self) -> pd.DataFrame:
-    """The failed cells (their coordinates and reasons)."""
-    return self.table[~self.table["passed"]]
-
-  def save(self, out_dir) -> dict:
-    """Write the report directory (see :func:`report.write`); returns the paths."""
-    from linvae_jax._src import report as report_lib
-    return report_lib.write(self, out_dir)
-
-  def __str__(self) -> str:
-    s = self.summary
-    head = (f"{s.get('name') or s['model']}: {s['passed']}/{s['cells']} cells passed "
-            f"(max D_MA {s['max_dma']:.2g}, max rel gap {s['max_rel_gap']:.2g})")
-    fails = self.failures()
-    lines = [head] + [f"  FAIL cell {int(i)} [{_cell_label(r, s['axes'])}]: {r['reason']}"
-                      for i, r in fails.head(10).iterrows()]
-    if len(fails) > 10:
-      lines.append(f"  ... and {len(fails) - 10} more failed cells")
-    return "\n".join(lines)
+def _fresh_kw(overwrite: bool) -> dict:
+  """``overwrite=`` for the split engine, ``resume=`` for the one before it."""
+  import inspect
+  params = inspect.signature(engine_lib.train_grid).parameters
+  if "overwrite" in params:
+    return {"overwrite": bool(overwrite)}
+  return {"resume": not overwrite}
 
 
 def _swept(grid: grid_lib.Grid) -> list:
@@ -409,8 +302,9 @@ def verify(model: Optional[LinearModel], data, grid: Optional[grid_lib.Grid] = N
            tolerances=None, out_dir=None, lr: Optional[float] = None,
            batch_size: Optional[int] = None, epochs: Optional[int] = None, dtype=None,
            quick: bool = False, name: Optional[str] = None, digit: Optional[int] = None,
-           devices=None, chunk_size: Optional[int] = None, resume: bool = True,
-           progress: bool = False, figures: bool = True) -> VerifyReport:
+           devices=None, chunk_size: Optional[int] = None, resume: Optional[bool] = None,
+           overwrite: bool = False, progress: bool = False,
+           figures: bool = True) -> VerifyReport:
   """Train ``grid`` on ``data``, compare with the closed form, judge every cell.
 
   Args:
@@ -438,7 +332,11 @@ def verify(model: Optional[LinearModel], data, grid: Optional[grid_lib.Grid] = N
     quick: the problem's reduced grid (only with a synthetic problem).
     name: report title (default: the problem name or the model label).
     digit: MNIST digit subset.
-    devices, chunk_size, resume, progress: passed to ``train_grid``.
+    devices, chunk_size, progress: passed to ``train_grid``.
+    overwrite: ``out_dir/train`` holds chunks of a different spec: delete them
+      and start afresh (default: a rerun of the same spec continues from its
+      finished chunks, a different spec raises ``ValueError``).
+    resume: the old spelling; ``resume=False`` means ``overwrite=True``.
     figures: write PNG figures with the report.
 
   Returns:
@@ -449,7 +347,9 @@ def verify(model: Optional[LinearModel], data, grid: Optional[grid_lib.Grid] = N
   (True, 2)
   """
   t0 = time.perf_counter()
-  ds = load_data(data, dtype=dtype, digit=digit)
+  if resume is not None and not resume:
+    overwrite = True
+  ds = spec_lib.load(data, dtype=dtype, digit=digit)
   prob = ds.problem
   if model is None:
     if prob is None:
@@ -477,7 +377,11 @@ def verify(model: Optional[LinearModel], data, grid: Optional[grid_lib.Grid] = N
     if ds.arrays is None:
       raise ValueError(f"objective='sampled' needs samples; {ds.label} gives only moments.")
     arrays = tuple(np.asarray(a, moments.dtype) for a in ds.arrays)
-    batch_size = batch_size or min(256, arrays[0].shape[0])
+    if batch_size is None:
+      batch_size = min(256, arrays[0].shape[0])
+    _check_count("batch_size", batch_size)
+    if epochs is not None:
+      _check_count("epochs", epochs)
     if steps is None and epochs is None:
       steps = 8000 if quick else 20000
     if steps is not None and epochs is not None:
@@ -485,11 +389,12 @@ def verify(model: Optional[LinearModel], data, grid: Optional[grid_lib.Grid] = N
     if steps is None:
       steps = int(epochs) * (arrays[0].shape[0] // batch_size)
       epochs = None
-  elif steps is None:
-    steps = prob.steps if prob is not None and prob.model() == model else 10000
-  steps = int(steps)
-  if steps < 1:
-    raise ValueError(f"steps must be a positive integer, got {steps}.")
+  else:
+    if batch_size is not None or epochs is not None:
+      raise ValueError("batch_size and epochs apply to objective='sampled' only.")
+    if steps is None:
+      steps = prob.steps if prob is not None and prob.model() == model else 10000
+  steps = _check_count("steps", steps)
   if optimizer is None:
     # a decaying rate: precision (analytic) and averaged-out minibatch noise (sampled)
     optimizer = engine_lib.AdamDecay(decay_steps=steps, final_ratio=1e-3)
@@ -500,7 +405,7 @@ def verify(model: Optional[LinearModel], data, grid: Optional[grid_lib.Grid] = N
       data=None if arrays is None else (arrays if len(arrays) > 1 else arrays[0]),
       batch_size=batch_size if objective == "sampled" else None,
       out_dir=None if out_dir is None else os.path.join(str(out_dir), "train"),
-      resume=resume, progress=progress, keep_params=True, devices=devices,
+      **_fresh_kw(overwrite), progress=progress, keep_params=True, devices=devices,
       chunk_size=chunk_size)
   hyper = {k: jnp.asarray(cells[k], moments.dtype) for k in model.hyper_names}
   learned, predicted = _spectra_per_cell(model, moments, hyper, res.params)
@@ -537,7 +442,6 @@ def verify(model: Optional[LinearModel], data, grid: Optional[grid_lib.Grid] = N
   rep = VerifyReport(table=table, summary=summary, history=res.history, spectra=spectra,
                      theory=theory)
   if out_dir is not None:
-    from linvae_jax._src import report as report_lib
     report_lib.write(rep, out_dir, figures=figures)
   return rep
 
@@ -545,7 +449,7 @@ def verify(model: Optional[LinearModel], data, grid: Optional[grid_lib.Grid] = N
 def verify_problems(names=None, *, quick: bool = False, out_dir=None, dtype=None,
                     objective: str = "analytic", tolerances=None, steps: Optional[int] = None,
                     optimizer=None, progress: bool = False, figures: bool = True,
-                    callback=None) -> dict:
+                    callback=None, overwrite: bool = False) -> dict:
   """:func:`verify` every built-in synthetic problem (``linvae verify``).
 
   Args:
@@ -554,7 +458,9 @@ def verify_problems(names=None, *, quick: bool = False, out_dir=None, dtype=None
       training the tiny problems costs little next to compiling them.
     out_dir: report root; each problem gets a subdirectory and the root an
       index (``report.write_suite``).
-    dtype, objective, tolerances, steps, optimizer, progress, figures: as :func:`verify`.
+    dtype, objective, tolerances, steps, optimizer, figures, overwrite: as :func:`verify`.
+    progress: a tqdm bar over the problems (cells/s, ETA) above each
+      problem's bar over its chunks.
     callback: called with ``(name, report)`` after each problem.
 
   Returns:
@@ -563,16 +469,24 @@ def verify_problems(names=None, *, quick: bool = False, out_dir=None, dtype=None
   names = problems_lib.names() if names is None else list(names)
   for n in names:
     problems_lib.get(n)  # fail fast on a typo
+  from tqdm.auto import tqdm
   reps = {}
-  for n in names:
-    prob = problems_lib.get(n)
-    sub = None if out_dir is None else os.path.join(str(out_dir), n)
-    reps[n] = verify(None, f"synthetic:{n}", quick=quick, out_dir=sub, dtype=dtype,
-                     objective=objective, tolerances=tolerances, steps=steps,
-                     optimizer=optimizer, progress=progress, figures=figures)
-    if callback is not None:
-      callback(n, reps[n])
+  total = sum(len(problems_lib.get(n).grid(quick)) for n in names)
+  bar = tqdm(total=total, desc="linvae verify", unit="cell", disable=not progress,
+             dynamic_ncols=True)
+  try:
+    for n in names:
+      bar.set_postfix_str(n)
+      sub = None if out_dir is None else os.path.join(str(out_dir), n)
+      reps[n] = verify(None, f"synthetic:{n}", quick=quick, out_dir=sub, dtype=dtype,
+                       objective=objective, tolerances=tolerances, steps=steps,
+                       optimizer=optimizer, progress=progress, figures=figures,
+                       overwrite=overwrite)
+      bar.update(reps[n].summary["cells"])
+      if callback is not None:
+        callback(n, reps[n])
+  finally:
+    bar.close()
   if out_dir is not None:
-    from linvae_jax._src import report as report_lib
     report_lib.write_suite(reps, out_dir)
   return reps

@@ -17,6 +17,10 @@ from linvae_jax._src.data.synthetic import random_orthogonal as random_orthogona
 from linvae_jax._src.data.synthetic import regression as regression
 from linvae_jax._src.data.synthetic import straddling_spectrum as straddling_spectrum
 from linvae_jax._src.data.synthetic import streaming_moments as streaming_moments
+from linvae_jax._src.data import spec as spec
+from linvae_jax._src.data.spec import Dataset as Dataset
+from linvae_jax._src.data.spec import load as load
+from linvae_jax._src.data.spec import user_cache_dir as user_cache_dir
 
 __all__ = [
     "mnist",
@@ -37,4 +41,7 @@ __all__ = [
     "regression",
     "straddling_spectrum",
     "streaming_moments",
+    "Dataset",
+    "load",
+    "user_cache_dir",
 ]
