@@ -34,7 +34,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from linvae_jax._src import validation
+from linvae_jax._src import fastpath, validation
 from linvae_jax._src.moments import Moments
 
 Hyper = Mapping[str, jax.Array]
@@ -80,11 +80,45 @@ class Posterior:
   input: str = flax.struct.field(pytree_node=False, default="x")
 
 
+def _check_all(model, args):
+  model.check(args["moments"], args["hyper"])
+
+
+def _check_moments(model, args):
+  model.check_moments(args["moments"])
+
+
+EAGER_CHECKS = {"check": _check_all, "check_moments": _check_moments}
+
+
 class LinearModel(abc.ABC):
-  """Abstract base; subclasses are ``@dataclasses.dataclass(frozen=True)``."""
+  """Abstract base; subclasses are ``@dataclasses.dataclass(frozen=True)``.
+
+  Eager calls of the public pure functions a subclass defines (those named in
+  ``fast_methods``) are jitted and cached (``fastpath``): on concrete inputs
+  the method's eager checks run first (``fast_methods[name]``, a key of
+  ``EAGER_CHECKS`` or None), then one compiled program keyed by the model
+  config and the input shapes runs; under jit/vmap/grad the original method
+  runs inline. ``fast_prepare[name](model, args) -> dict`` may add eagerly
+  computed keyword arguments. A subclass sets ``fast_methods = {}`` to opt out.
+  """
 
   name: ClassVar[str] = ""
   latents: ClassVar[tuple[str, ...]] = ("z",)
+  fast_methods: ClassVar[Mapping[str, str | None]] = {
+      "optimum": "check", "init": None, "loss": None, "paper_loss": None,
+      "spectrum": None, "posterior": None}
+  fast_prepare: ClassVar[Mapping[str, Any]] = {}
+
+  def __init_subclass__(cls, **kwargs):
+    super().__init_subclass__(**kwargs)
+    for meth, check in cls.fast_methods.items():
+      fn = cls.__dict__.get(meth)
+      if fn is None or getattr(fn, "__isabstractmethod__", False) or hasattr(fn, "__fastpath__"):
+        continue
+      setattr(cls, meth, fastpath.method(
+          fn, f"{cls.__name__}.{meth}", check=None if check is None else EAGER_CHECKS[check],
+          prepare=cls.fast_prepare.get(meth)))
 
   # ---- static description ------------------------------------------------
   @property

@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from linvae_jax._src import validation
+from linvae_jax._src import fastpath, validation
 
 
 def _default_dtype():
@@ -85,11 +85,33 @@ class Moments:
     return jax.tree.map(lambda a: jnp.asarray(a, dtype), self)
 
 
-def psd_sqrt(a) -> jax.Array:
+def _psd_sqrt(a) -> jax.Array:
   """Symmetric PSD square root, negative round-off eigenvalues clipped to 0."""
   a = jnp.asarray(a)
   w, v = jnp.linalg.eigh(0.5 * (a + a.T))
   return (v * jnp.sqrt(jnp.clip(w, 0.0))[None, :]) @ v.T
+
+
+psd_sqrt = fastpath.function(_psd_sqrt, "psd_sqrt")
+
+
+def _leaves(xx, yy, xy, mean_x, mean_y, count, dtype) -> dict:
+  """The distinct :class:`Moments` leaves from checked inputs (jitted on
+  concrete ones); ``None`` for ``yy``, ``xy``, ``mean_y`` where they alias x's."""
+  xx = jnp.asarray(xx, dtype)
+  paired = yy is None
+  out = {"xx": xx, "count": jnp.asarray(count, dtype), "x_factor": _psd_sqrt(xx),
+         "yy": None if paired else jnp.asarray(yy, dtype),
+         "xy": None if paired else jnp.asarray(xy, dtype),
+         "mean_x": jnp.zeros(xx.shape[0], dtype) if mean_x is None else jnp.asarray(mean_x, dtype)}
+  if mean_y is None:
+    out["mean_y"] = None if paired else jnp.zeros(out["yy"].shape[0], dtype)
+  else:
+    out["mean_y"] = jnp.asarray(mean_y, dtype)
+  return out
+
+
+_leaves_fast = fastpath.function(_leaves, "moments.assemble")
 
 
 def from_second_moments(xx, yy=None, xy=None, *, mean_x=None, mean_y=None,
@@ -116,14 +138,12 @@ def from_second_moments(xx, yy=None, xy=None, *, mean_x=None, mean_y=None,
       joint = np.block([[np.asarray(xx, np.float64), np.asarray(xy, np.float64)],
                         [np.asarray(xy, np.float64).T, np.asarray(yy, np.float64)]])
       validation.check_psd("joint moment [[A, C], [C^T, B]]", joint)
-  xx = jnp.asarray(xx, dtype)
-  yy = xx if paired else jnp.asarray(yy, dtype)
-  xy = xx if paired else jnp.asarray(xy, dtype)
-  mx = jnp.zeros(xx.shape[0], dtype) if mean_x is None else jnp.asarray(mean_x, dtype)
-  my = (mx if paired else jnp.zeros(yy.shape[0], dtype)) if mean_y is None else jnp.asarray(mean_y, dtype)
-  return Moments(xx=xx, yy=yy, xy=xy, mean_x=mx, mean_y=my,
-                 count=jnp.asarray(count, dtype), x_factor=psd_sqrt(xx),
-                 paired=paired, centred=centred)
+  lv = _leaves_fast(xx, yy, xy, mean_x, mean_y, count, np.dtype(dtype))
+  xx, mx = lv["xx"], lv["mean_x"]
+  yy, xy = (xx, xx) if paired else (lv["yy"], lv["xy"])  # y = x: one array, aliased
+  my = mx if lv["mean_y"] is None else lv["mean_y"]
+  return Moments(xx=xx, yy=yy, xy=xy, mean_x=mx, mean_y=my, count=lv["count"],
+                 x_factor=lv["x_factor"], paired=paired, centred=centred)
 
 
 class MomentAccumulator:

@@ -105,13 +105,14 @@ def residual_moment(m: Moments, rtol=None) -> jax.Array:
   return moments_lib.residual_moment(m, rtol)
 
 
-def residual_eigh(m: Moments, rtol=None):
+def residual_eigh(m: Moments, rtol=None, e=None):
   """(theta, P_E): eig(E) non-increasing, eigenvectors as columns.
 
   Eigenvalues at or below ``rtol * tr B`` (default rtol = (D0 + D2) eps)
   are round-off of an exact zero (e.g. y = x gives E = 0) and are set to 0.
+  ``e``: E if already computed (``residual_moment(m, rtol)``).
   """
-  e = residual_moment(m, rtol)
+  e = residual_moment(m, rtol) if e is None else e
   w, v = jnp.linalg.eigh(e)
   w, v = w[::-1], v[:, ::-1]
   cut = (moments_lib.default_rtol(m.dim_x + m.dim_y, e.dtype) if rtol is None else rtol)
@@ -137,6 +138,12 @@ class LinearCVAE(covariance.SingleLatentEncoder, LinearModel):
 
   name: ClassVar[str] = "cvae"
   latents: ClassVar[tuple[str, ...]] = ("z",)
+  # init and loss check their inputs too; the optimum gets E computed eagerly
+  # (float64 numpy on concrete moments, see ``moments.residual_moment``).
+  fast_methods: ClassVar[dict] = {**LinearModel.fast_methods, "init": "check_moments",
+                                  "loss": "check"}
+  fast_prepare: ClassVar[dict] = {
+      "optimum": lambda model, args: {"_residual": residual_moment(args["moments"])}}
 
   def check_moments(self, moments: Moments):
     if moments.paired:
@@ -228,7 +235,7 @@ class LinearCVAE(covariance.SingleLatentEncoder, LinearModel):
                            var=var, prior_var=hyper["eta_enc"] ** 2, input="xy")}
 
   # ---------------------------------------------------------------- theory --
-  def optimum(self, moments: Moments, hyper) -> Optimum:
+  def optimum(self, moments: Moments, hyper, *, _residual=None) -> Optimum:
     r"""Closed-form global minimum of ``loss`` (Dang et al. Thm 2; fixed Sigma: Thm 1 on E).
 
     theta = eig(E), E = B - C^T A^+ C (variances, non-increasing, padded
@@ -258,14 +265,15 @@ class LinearCVAE(covariance.SingleLatentEncoder, LinearModel):
 
     Spectra: ``omega`` (length min(D2, d1)) and, for learnable Sigma,
     ``sigma_std`` (length d1), both non-increasing. ``extras["theta"]`` is
-    eig(E) padded/truncated to d1 (variance units).
+    eig(E) padded/truncated to d1 (variance units). ``_residual`` (internal):
+    E precomputed by the eager fast path.
     """
     self.check(moments, hyper)
     beta, eta_enc, eta_dec = hyper["beta"], hyper["eta_enc"], hyper["eta_dec"]
     ev, dv = eta_enc ** 2, eta_dec ** 2
     d1, d2 = self.latent_dim, moments.dim_y
     k = min(d1, d2)
-    theta_all, p_e = residual_eigh(moments)
+    theta_all, p_e = residual_eigh(moments, e=_residual)
     theta = spectra.pad_to(theta_all, d1)[:d1]
     tail = jnp.sum(theta_all[d1:])  # empty (0) when d1 >= D2
     kreg = regression(moments)
