@@ -278,7 +278,8 @@ class Store:
     if not os.path.exists(path):
       return None
     try:
-      with np.load(path, allow_pickle=False) as z:
+      # our own handle: np.load leaks its file when the zip is unreadable
+      with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as z:
         meta = json.loads(str(z[_META][()]))
         arrays = {k: z[k] for k in z.files if k != _META}
       lo, hi = self._range(c)
@@ -304,5 +305,5 @@ class Store:
 
   def load_keys(self, c: int, keys) -> dict:
     """Arrays ``keys`` of an already verified chunk."""
-    with np.load(self.path(c), allow_pickle=False) as z:
+    with open(self.path(c), "rb") as fh, np.load(fh, allow_pickle=False) as z:
       return {k: z[k] for k in keys}
