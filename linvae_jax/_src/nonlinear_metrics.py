@@ -31,7 +31,6 @@ import numpy as np
 
 from linvae_jax._src import validation
 
-
 # ------------------------------------------------------------- validation --
 
 def _check_nonneg(name, value) -> None:

@@ -35,7 +35,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import math
-from typing import Any, ClassVar, Optional
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -69,7 +69,7 @@ def check_pos_int(arg: str, value) -> None:
 def check_widths(arg: str, widths) -> None:
   """Hidden widths: a tuple of positive integers (empty: no hidden layer)."""
   if not isinstance(widths, tuple):
-    raise ValueError(f"{arg} must be a tuple of positive integers, got {widths!r} "
+    raise ValueError(f"{arg} must be a tuple of positive integers, got {widths!r} "  # noqa: TRY004
                      "(use a tuple so the config stays hashable).")
   for i, w in enumerate(widths):
     check_pos_int(f"{arg}[{i}]", w)
@@ -100,7 +100,7 @@ class MLP(nn.Module):
   """Dense layers: ``widths`` hidden layers with ``activation``, then an
   optional linear output of size ``out`` (None: return the last hidden layer)."""
   widths: tuple
-  out: Optional[int]
+  out: int | None
   activation: str
   bias: bool
   param_dtype: Any
@@ -299,7 +299,7 @@ class SingleLatent(NonlinearModel):
     inputs, target = self._split(batch)
     self._check_batch(inputs, target, name)
     dt = self._param_dtype(params)
-    cast = lambda a: jnp.asarray(a, dt)  # noqa: E731  explicit: strict promotion
+    cast = lambda a: jnp.asarray(a, dt)
     return jax.tree.map(cast, inputs), cast(target)
 
   def sampled_loss(self, params, batch, key, hyper):
@@ -342,7 +342,7 @@ class SingleLatent(NonlinearModel):
     dstd = self.decoder_std(params, hyper)
     n, d = mu.shape
     c = self.iw_chunk
-    tile = lambda a: jnp.broadcast_to(a, (c,) + a.shape).reshape((c * a.shape[0],) + a.shape[1:])  # noqa: E731
+    tile = lambda a: jnp.broadcast_to(a, (c,) + a.shape).reshape((c * a.shape[0],) + a.shape[1:])
 
     def chunk(k):
       z = mu[None] + std[None] * jax.random.normal(k, (c, n, d), mu.dtype)  # (c, n, d)

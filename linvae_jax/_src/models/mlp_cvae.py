@@ -22,7 +22,7 @@ layers. Objective, variances and the paper conventions:
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar, Optional
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -43,7 +43,7 @@ class CVAENet(nn.Module):
   param_dtype: Any
 
   def setup(self):
-    kw = dict(activation=self.activation, bias=self.bias, param_dtype=self.param_dtype)
+    kw = {"activation": self.activation, "bias": self.bias, "param_dtype": self.param_dtype}
     self.trunk = B.MLP(self.hidden, None, **kw)
     self.head = B.GaussianHead(self.latent_dim, self.encoder_var, self.bias, self.param_dtype)
     self.dec = B.MLP(self.dec_hidden, self.data_dim, **kw)
@@ -82,7 +82,7 @@ class MLPCVAE(B.SingleLatent):
   cond_dim: int
   latent_dim: int
   hidden: tuple = (16,)
-  dec_hidden: Optional[tuple] = None
+  dec_hidden: tuple | None = None
   activation: str = "relu"
   encoder_var: str = "learnable"
   decoder_var: str = "fixed"

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, ClassVar, Optional
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -59,7 +59,7 @@ class MHVAENet(nn.Module):
   param_dtype: Any
 
   def setup(self):
-    kw = dict(activation=self.activation, bias=self.bias, param_dtype=self.param_dtype)
+    kw = {"activation": self.activation, "bias": self.bias, "param_dtype": self.param_dtype}
     self.enc1 = B.MLP(self.hidden, self.latent_dim1, **kw)
     self.trunk2 = B.MLP(self.hidden2, None, **kw)
     self.head2 = B.GaussianHead(self.latent_dim2, self.sigma2_var, self.bias, self.param_dtype)
@@ -108,7 +108,7 @@ class MLPMHVAE(B.NonlinearModel):
   latent_dim1: int
   latent_dim2: int
   hidden: tuple = (256,)
-  hidden2: Optional[tuple] = None
+  hidden2: tuple | None = None
   activation: str = "relu"
   sigma2_var: str = "learnable"
   decoder_var: str = "fixed"
@@ -201,7 +201,7 @@ class MLPMHVAE(B.NonlinearModel):
     dstd = self.decoder_std(params, hyper)
     mu1 = self._apply(params, "encode1", x)
     n, d1 = mu1.shape
-    d2, c = self.latent_dim2, self.iw_chunk
+    c = self.iw_chunk
 
     def chunk(k):
       ka, kb = jax.random.split(k)

@@ -24,7 +24,7 @@ the last hidden layer and sigma is always a std.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar, Optional
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -45,7 +45,7 @@ class VAENet(nn.Module):
   param_dtype: Any
 
   def setup(self):
-    kw = dict(activation=self.activation, bias=self.bias, param_dtype=self.param_dtype)
+    kw = {"activation": self.activation, "bias": self.bias, "param_dtype": self.param_dtype}
     self.trunk = B.MLP(self.hidden, None, **kw)
     self.head = B.GaussianHead(self.latent_dim, self.encoder_var, self.bias, self.param_dtype)
     self.dec = B.MLP(self.dec_hidden, self.target_dim, **kw)
@@ -88,12 +88,12 @@ class MLPVAE(B.SingleLatent):
   data_dim: int
   latent_dim: int
   hidden: tuple = (256,)
-  dec_hidden: Optional[tuple] = None
+  dec_hidden: tuple | None = None
   activation: str = "relu"
   encoder_var: str = "learnable"
   decoder_var: str = "fixed"
   bias: bool = True
-  target_dim: Optional[int] = None
+  target_dim: int | None = None
   iw_samples: int = 100
   iw_chunk: int = 10
   eval_eps: float = 0.01
