@@ -78,3 +78,24 @@ def agree(flags) -> list:
   from jax.experimental import multihost_utils
   got = multihost_utils.broadcast_one_to_all(np.asarray(flags, np.int32))
   return [bool(f) for f in np.asarray(got)]
+
+
+def agree_int(value: int) -> int:
+  """Process 0's integer on every process (e.g. a chunk size estimated from
+  local memory, which must be the same everywhere)."""
+  if jax.process_count() == 1:
+    return int(value)
+  from jax.experimental import multihost_utils
+  return int(np.asarray(multihost_utils.broadcast_one_to_all(np.asarray(int(value), np.int32))))
+
+
+def barrier(name: str) -> None:
+  """Wait until every process reaches this point (a no-op in one process).
+
+  Needed wherever a process reads what process 0 writes: after the chunk
+  loop, before the others read the store back (else a process can open a
+  chunk file process 0 is still writing: ``FileNotFoundError``).
+  """
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(name)
