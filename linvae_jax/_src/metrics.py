@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.stats import norm
 
+from linvae_jax._src import validation
 from linvae_jax._src.model import Posterior
 
 
@@ -51,7 +52,8 @@ def mean_variance(post: Posterior, second_moment, mean) -> jax.Array:
 
 
 def active_units(post: Posterior, second_moment, mean, threshold=0.01) -> jax.Array:
-  """AU mask: Var_u(E_q[z_k]) > ``threshold`` (0.01 in Burda et al.)."""
+  """AU mask: Var_u(E_q[z_k]) > ``threshold`` (0.01 in Burda et al.), ``threshold >= 0``."""
+  validation.check_metric_param("threshold (au_threshold)", threshold)
   return mean_variance(post, second_moment, mean) > threshold
 
 
@@ -66,6 +68,7 @@ def collapse_prob_gaussian(post: Posterior, mean, second_moment, eps) -> jax.Arr
   """
   a = post.mean_map @ mean
   s2 = mean_variance(post, second_moment, mean)
+  validation.check_metric_param("eps", eps)
   t = post.prior_var * (2.0 * eps - _var_term(post))
   tpos = t > 0
   rt = jnp.sqrt(jnp.where(tpos, t, 0.0))
@@ -78,6 +81,7 @@ def collapse_prob_gaussian(post: Posterior, mean, second_moment, eps) -> jax.Arr
 
 def eps_delta_collapsed(post: Posterior, mean, second_moment, eps, delta) -> jax.Array:
   """(eps, delta)-collapse mask under Gaussian u: P[KL_k < eps] >= 1 - delta."""
+  validation.check_metric_param("delta", delta, hi=1.0)
   return collapse_prob_gaussian(post, mean, second_moment, eps) >= 1.0 - delta
 
 
@@ -90,16 +94,19 @@ def kl_samples(post: Posterior, inputs) -> jax.Array:
 
 def collapse_fraction_empirical(post: Posterior, inputs, eps) -> jax.Array:
   """Fraction of the data set with KL_k(u) < eps, per coordinate (the papers' estimate)."""
+  validation.check_metric_param("eps", eps)
   kl = kl_samples(post, inputs)
   return jnp.mean((kl < eps).astype(kl.dtype), axis=0)
 
 
 def eps_delta_collapsed_empirical(post: Posterior, inputs, eps, delta) -> jax.Array:
+  validation.check_metric_param("delta", delta, hi=1.0)
   return collapse_fraction_empirical(post, inputs, eps) >= 1.0 - delta
 
 
 def rank_active(values, rtol=1e-3) -> jax.Array:
-  """Number of singular values above ``rtol * max(1, max(values))`` (rank view)."""
+  """Number of singular values above ``rtol * max(1, max(values))`` (rank view), ``rtol >= 0``."""
+  validation.check_metric_param("rank_rtol", rtol)
   values = jnp.asarray(values)
   scale = jnp.maximum(1.0, jnp.max(values, axis=-1, keepdims=True))
   return jnp.sum(values > rtol * scale, axis=-1)

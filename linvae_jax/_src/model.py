@@ -150,6 +150,7 @@ class LinearModel(abc.ABC):
     if not isinstance(moments, Moments):
       raise ValueError(f"moments must be a linvae_jax Moments, got {type(moments).__name__}.")
     self.check_moments(moments)
+    validation.check_moments_psd(moments)
     self.check_hyper(hyper)
 
   def input_moments(self, moments: Moments):

@@ -226,7 +226,10 @@ class LinearVAE(covariance.SingleLatentEncoder, LinearModel):
       s = learnable_sigma_std(zeta, hyper)
       perm = jnp.arange(d1)
       sig_coord = s
-    omega, lam, active = mode_spectra(zeta, s, hyper)
+    if self.encoder_var == "fixed":
+      omega, lam, active = mode_spectra(zeta, s, hyper)
+    else:
+      omega, lam, active = learnable_mode_spectra(zeta, hyper)
     loss = optimal_loss(zeta, s, jnp.trace(moments.yy), moments.dim_y, hyper)
 
     # place mode i on latent coordinate perm[i]
@@ -309,6 +312,26 @@ def learnable_sigma_std(zeta, hyper) -> jax.Array:
   act = zeta ** 2 > beta * ed ** 2
   zs = jnp.where(act, zeta, 1.0)  # guard the division on collapsed modes
   return jnp.where(act, jnp.sqrt(beta) * ed * ee / zs, ee * jnp.ones_like(zeta))
+
+
+def learnable_mode_spectra(zeta, hyper):
+  r"""(omega, lambda, active) at the learnable-Sigma optimum, without sqrt(beta).
+
+  Substituting s_i = sqrt(kappa) eta_enc^2 / zeta_i into :func:`mode_spectra`:
+  omega_i^2 = (zeta_i^2 - beta eta_dec^2)_+ / eta_enc^2 and
+  lambda_i^2 = eta_enc^2 (zeta_i^2 - beta eta_dec^2)_+ / zeta_i^2. The generic
+  form divides sqrt(kappa) by s_i, whose beta-derivatives (each ~ 1/sqrt(beta))
+  cancel catastrophically: d(sum omega)/d beta came out +16384 instead of
+  -1.75 at beta = 1e-20. Same values, active iff zeta_i^2 > beta eta_dec^2
+  (the test :func:`learnable_sigma_std` uses, so both agree at a threshold).
+  """
+  ee = hyper["eta_enc"]
+  gap2 = zeta ** 2 - hyper["beta"] * hyper["eta_dec"] ** 2
+  active = gap2 > 0
+  z2 = jnp.where(active, zeta ** 2, 1.0)
+  omega = spectra.safe_sqrt(gap2) / ee
+  lam = spectra.safe_sqrt(jnp.where(active, gap2 / z2, 0.0)) * ee
+  return omega, lam, active
 
 
 def mode_spectra(zeta, s, hyper):
