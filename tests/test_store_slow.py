@@ -25,6 +25,7 @@ sys.path.insert(0, {tests!r})
 import jax
 jax.config.update("jax_enable_x64", True)
 import test_store_slow as t
+print("started", flush=True)
 t.run({out!r})
 """
 
@@ -35,7 +36,7 @@ def grid():
 
 
 def run(out=None):
-  return ts.run(out, grid=grid(), epochs=60, chunk_size=1)
+  return ts.run(out, grid=grid(), epochs=3000, record_every=400, chunk_size=1)
 
 
 @pytest.mark.slow
@@ -46,13 +47,17 @@ def test_twenty_random_sigkills_then_bitwise_identical(tmp_path):
   code = SCRIPT.format(tests=os.path.dirname(__file__), out=out)
   kills = 0
   for _ in range(20):
-    p = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL)
-    time.sleep(rng.uniform(1.0, 8.0))  # start-up and compile take a few seconds
+    p = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL, text=True)
+    # a random moment after the imports: opening the store, the compile (~4 s),
+    # a chunk's compute (~0.6 s each) or a write
+    assert p.stdout.readline().strip() == "started"
+    time.sleep(rng.uniform(0.0, 12.0))
     if p.poll() is None:
       p.send_signal(signal.SIGKILL)
       kills += 1
     p.wait(timeout=120)
+    p.stdout.close()
   assert kills >= 15  # most tries really were interrupted
   saved = [f for f in os.listdir(out) if f.startswith("chunk_") and f.endswith(".npz")]
   assert len(saved) >= 1  # the killed runs made progress between kills
