@@ -194,6 +194,7 @@ def train_grid(model, moments: Optional[Moments], grid: grid_lib.Grid, *,
                             writer=dev_lib.is_writer())
   chunk = inputs.chunk_size_for(store, chunk_size, model, moments, len(devices), G,
                                 n_records=n_records, batch_size=bsz, data=data, dtype=dt)
+  chunk = dev_lib.agree_int(chunk)  # estimated from local memory: process 0's everywhere
   n_chunks = -(-G // chunk)
   if store is not None:
     store.create(chunk, n_chunks, G, extra=dict(
@@ -210,6 +211,8 @@ def train_grid(model, moments: Optional[Moments], grid: grid_lib.Grid, *,
   mine = [c for c in range(n_chunks) if c % shard_n == shard_i]
   pieces, computed, loaded = run.all(mine, store, progress, f"grid {model.label()} G={G}")
 
+  if store is not None:
+    dev_lib.barrier("linvae_jax_chunks_written")  # the others read what process 0 wrote
   info = dict(cells=G, chunk_size=chunk, n_chunks=n_chunks, chunks_computed=computed,
               chunks_loaded=loaded, devices=[str(d) for d in devices],
               first_call_s=run.first_call_s, wall_s=time.perf_counter() - t_start,
