@@ -297,6 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
   _add_axes(t, "(one value; default: the synthetic problem's value, else 1)")
   t.add_argument("--modes", type=_positive_int("--modes"), default=16,
                  help="rows to print per latent (default 16)")
+  t.add_argument("--no-compile-cache", action="store_true",
+                 help="do not use JAX's persistent compilation cache (default: on)")
   t.add_argument("--root-finding", action="store_true",
                  help="also find the critical values the model does not state in closed form "
                       "(slow on MNIST)")
@@ -689,7 +691,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       _request_host_devices(args.devices)
     import jax
     jax.config.update("jax_enable_x64", True)  # float32 runs pass dtype explicitly
-    if args.cmd in ("verify", "grid") and not args.no_compile_cache:
+    if args.cmd in ("verify", "grid", "theory") and not args.no_compile_cache:
       enable_compile_cache()
     return {"verify": cmd_verify, "grid": cmd_grid, "theory": cmd_theory,
             "report": cmd_report}[args.cmd](args)

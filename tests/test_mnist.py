@@ -110,6 +110,39 @@ def test_env_var_and_auto(tmp_path, fake_sets, monkeypatch):
     M.load_mnist("file")
 
 
+def test_moments_cache_keyed_by_source_content_and_view(tmp_path, fake_sets, monkeypatch):
+  from linvae_jax._src.data import spec
+  p = tmp_path / "mnist.pkl.gz"
+  p.write_bytes(_pickle_bytes(fake_sets))
+  monkeypatch.setenv("LINVAE_MNIST", str(p))
+  monkeypatch.setenv("LINVAE_CACHE_DIR", str(tmp_path / "cache"))
+  first = spec.load("mnist:quadrant", dtype=jnp.float64).moments
+  files = list((tmp_path / "cache" / "mnist_moments").glob("quadrants-*.npz"))
+  assert len(files) == 1
+  calls = []
+  real = M.mnist_moments
+  monkeypatch.setattr(M, "mnist_moments", lambda *a, **k: calls.append(1) or real(*a, **k))
+  again = spec.load("mnist:quadrant", dtype=jnp.float64).moments  # from the file: no image pass
+  assert calls == []
+  for k in ("xx", "yy", "xy", "mean_x", "mean_y", "count"):
+    np.testing.assert_array_equal(np.asarray(getattr(again, k)), np.asarray(getattr(first, k)))
+  assert again.paired == first.paired and again.centred == first.centred
+  spec.load("mnist:full")            # another view: another key
+  spec.load("mnist:quadrant", digit=3)  # another digit: another key
+  spec.load("mnist:quadrant", cache=False)  # --no-cache: recomputed
+  assert len(calls) == 3
+  assert len(list((tmp_path / "cache" / "mnist_moments").glob("*.npz"))) == 3
+  # other content, same path: a new key, never the stale moments
+  p.write_bytes(_pickle_bytes((fake_sets[1], fake_sets[0], fake_sets[2])))
+  spec.load("mnist:quadrant")
+  assert len(calls) == 4
+  # a corrupt entry is recomputed
+  for f in (tmp_path / "cache" / "mnist_moments").glob("quadrants-*.npz"):
+    f.write_bytes(b"junk")
+  spec.load("mnist:quadrant")
+  assert len(calls) == 5
+
+
 def test_quadrant_view_indices():
   img = np.arange(784).reshape(1, 784)  # pixel value = its flat index
   x, y = M.mnist_view(img, "quadrants")

