@@ -38,12 +38,33 @@ def _run(name, tmp_path, timeout=900):
   return nb
 
 
-def test_notebooks_are_clean():
+MAX_NOTEBOOK_BYTES = 400_000
+
+
+def test_notebooks_use_only_the_public_api():
   for p in sorted(NB.glob("*.ipynb")):
     nb = nbformat.read(p, as_version=4)
-    for c in nb.cells:
-      if c.cell_type == "code":
-        assert not c.get("outputs") and c.get("execution_count") is None, f"{p.name} has outputs"
+    src = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    assert "_src" not in src, f"{p.name} imports a private module"
+
+
+def test_notebooks_committed_with_small_outputs():
+  """Committed executed (figures show in a repository browser), small, without errors."""
+  for p in sorted(NB.glob("*.ipynb")):
+    assert p.stat().st_size < MAX_NOTEBOOK_BYTES, f"{p.name}: {p.stat().st_size} bytes"
+    nb = nbformat.read(p, as_version=4)
+    outs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outs if o.get("output_type") == "error"], p.name
+  qs = nbformat.read(NB / "quickstart.ipynb", as_version=4)
+  outs = [o for c in qs.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+  assert any("image/png" in o.get("data", {}) for o in outs), "quickstart shows no figure"
+
+
+def test_run_outputs_are_git_ignored():
+  import subprocess
+  r = subprocess.run(["git", "check-ignore", "-q", "notebooks/_outputs/x.png"], cwd=ROOT,
+                     check=False)
+  assert r.returncode == 0, "notebooks/_outputs/ is not in .gitignore"
 
 
 def test_quickstart(tmp_path):

@@ -64,15 +64,42 @@ class MnistMissing(RuntimeError):
   """No MNIST found; tests skip (or fail under CI) on this."""
 
 
+def fresh_out_dir() -> Path:
+  """A new ``runs/reproduce/<UTC time>`` directory (git-ignored) for one run."""
+  import datetime
+  stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S-%f")
+  return ROOT / "runs" / "reproduce" / stamp
+
+
+def out_args(p) -> None:
+  """``--out DIR`` / ``--update-committed``, shared by every script and ``run_all``."""
+  g = p.add_mutually_exclusive_group()
+  g.add_argument("--out", default=None,
+                 help="output directory (default: a fresh runs/reproduce/<time>/, never the "
+                      "committed results)")
+  g.add_argument("--update-committed", action="store_true",
+                 help="overwrite the committed results in benchmarks/results/reproduce/")
+
+
+def resolve_out(a) -> Path:
+  out = RESULTS if a.update_committed else Path(a.out) if a.out else fresh_out_dir()
+  out.mkdir(parents=True, exist_ok=True)
+  return out
+
+
 def parse(argv, small: bool, description: str):
-  """Common CLI: ``--small``, ``--out DIR``; returns the parsed namespace."""
+  """Common CLI: ``--small``, ``--out DIR`` or ``--update-committed``; the parsed namespace.
+
+  Without either, results go to a fresh ``runs/reproduce/<time>/``: a run
+  never overwrites ``benchmarks/results/reproduce/`` unless asked to.
+  """
   p = argparse.ArgumentParser(description=description)
   p.add_argument("--small", action="store_true", help="tiny grids and step counts (seconds)")
-  p.add_argument("--out", default=str(RESULTS), help="output directory")
+  out_args(p)
   a = p.parse_args([] if argv is None else argv)
   a.small = bool(a.small or small or os.environ.get("LINVAE_SMALL", "") not in ("", "0"))
-  a.out = Path(a.out)
-  a.out.mkdir(parents=True, exist_ok=True)
+  a.out = resolve_out(a)
+  print(f"[reproduce] writing to {a.out}")
   return a
 
 

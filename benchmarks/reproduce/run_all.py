@@ -1,6 +1,8 @@
-"""Run every paper reproduction; figures and tables land in benchmarks/results/reproduce/.
+"""Run every paper reproduction; figures and tables land in a fresh runs/reproduce/<time>/
+(``--update-committed``: in benchmarks/results/reproduce/, the committed results).
 
-Run: ``python benchmarks/reproduce/run_all.py [--small] [--no-mnist] [--only NAME ...]``
+Run: ``python benchmarks/reproduce/run_all.py [--small] [--no-mnist] [--only NAME ...]
+[--out DIR | --update-committed]``
 
 Without MNIST (``$LINVAE_MNIST`` unset) the MNIST-based scripts are skipped
 with a message and the synthetic parts still run.
@@ -27,8 +29,10 @@ def main(argv=None, small=False):
   ap.add_argument("--small", action="store_true")
   ap.add_argument("--no-mnist", action="store_true")
   ap.add_argument("--only", nargs="*", default=None)
-  ap.add_argument("--out", default=str(C.RESULTS))
+  C.out_args(ap)
   a = ap.parse_args([] if argv is None else argv)
+  a.out = str(C.resolve_out(a))
+  print(f"[run_all] writing to {a.out}")
   have = not a.no_mnist
   try:
     C._mnist_path()
