@@ -143,12 +143,6 @@ def test_beta_as_a_vector_is_a_value_error():
     lv.train_grid(model, m, g, steps=2, progress=False)
 
 
-GRID_XFAIL = pytest.mark.xfail(strict=True, reason=(
-    "needs grid.py (the lead's): Grid.resolve must check every value of every group "
-    "(np.isfinite) and refuse a grid with no groups before with_defaults adds constants"))
-
-
-@GRID_XFAIL
 def test_a_nan_outside_cell_0_of_a_hand_built_grid_is_refused():
   model = lv.make_model("vae", latent_dim=2)
   g = grid_lib.Grid(((("beta", np.asarray([0.5, np.nan])),),)) * lv.grid.constant(
@@ -157,7 +151,6 @@ def test_a_nan_outside_cell_0_of_a_hand_built_grid_is_refused():
     lv.train_grid(model, _moments(), g, steps=2, progress=False)
 
 
-@GRID_XFAIL
 def test_an_empty_grid_with_defaults_is_refused():
   model = lv.make_model("vae", latent_dim=2)
   with pytest.raises(ValueError, match="empty"):

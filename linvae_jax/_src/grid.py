@@ -137,6 +137,12 @@ class Grid:
       ``(grid, cells, coords)``: the completed grid, name -> (G, ...) arrays,
       and the coordinate DataFrame.
     """
+    if len(self) == 0:
+      raise ValueError("the grid is empty: give at least one axis with at least one value "
+                       "(constants from defaults do not make a grid).")
+    for n, v in (kv for grp in self.groups for kv in grp):  # hand-built grids skip _group
+      if n != "seed" and not np.all(np.isfinite(np.asarray(v, np.float64))):
+        raise ValueError(f"axis {n!r} has non-finite values {np.asarray(v).ravel()[:8]}.")
     allowed = tuple(model.hyper_names) + ENGINE_AXES
     unknown = [n for n in self.names if n not in allowed]
     if unknown:
