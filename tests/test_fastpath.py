@@ -71,8 +71,9 @@ def _check_values(cases):
 
 
 def test_values_match_the_op_by_op_path(rng):
-  cases = _cases(rng)  # one of each kind: VAE (paired), CVAE (fixed Sigma), LDV
-  _check_values([cases[0], cases[8], cases[-1]])
+  # the linear VAE (paired); the CVAE's eager residual moment has its own
+  # test below, every model and setting is in the slow suite
+  _check_values(_cases(rng)[:1])
 
 
 @pytest.mark.slow
