@@ -91,12 +91,12 @@ def child(path: str, case: str, n_repeat: int) -> dict:
     }
     for name in FUNCS:
       call = calls[name]
-      first, out = timed(lambda: call(0))
+      first, out = timed(lambda call=call: call(0))
       if name == "moments":
         m = out
       elif name == "init":
         params = out
-      reps = [timed(lambda i=i: call(i + 1))[0] for i in range(n_repeat)]
+      reps = [timed(lambda i=i, call=call: call(i + 1))[0] for i in range(n_repeat)]
       res[name] = {"first_s": first, "repeat_s": float(np.median(reps))}
   return res
 

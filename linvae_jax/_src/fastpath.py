@@ -103,9 +103,9 @@ def _split(arguments: Mapping[str, Any]):
   dyn, static = {}, []
   for name, value in arguments.items():
     leaves = jax.tree.leaves(value)
-    if leaves and all(_is_dynamic_leaf(l) for l in leaves):
+    if leaves and all(_is_dynamic_leaf(leaf) for leaf in leaves):
       dyn[name] = value
-    elif any(_is_dynamic_leaf(l) for l in leaves):
+    elif any(_is_dynamic_leaf(leaf) for leaf in leaves):
       return None
     else:
       try:
