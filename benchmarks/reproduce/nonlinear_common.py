@@ -104,3 +104,9 @@ def beta_axis(ax, values, log: bool = True, max_labels: int = 9) -> None:
   ax.xaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
   ax.xaxis.set_minor_formatter(ticker.NullFormatter())
   ax.tick_params(axis="x", labelsize=7)
+
+
+def nanstat(fn, a) -> float:
+  """``fn`` (np.nanmin, np.nanmean, ...) of ``a``; NaN (no warning) when all are NaN."""
+  a = np.asarray(a, float)
+  return float(fn(a)) if np.isfinite(a).any() else float("nan")
