@@ -15,6 +15,7 @@ Submodules: ``lv.grid``, ``lv.metrics``, ``lv.theory``, ``lv.data``, and
 ``linvae_jax.testing`` (pytest assertion helpers).
 """
 from linvae_jax import data as data
+from linvae_jax._src import distributed as distributed
 from linvae_jax import grid as grid
 from linvae_jax import metrics as metrics
 from linvae_jax import theory as theory

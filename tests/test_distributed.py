@@ -147,9 +147,6 @@ def test_two_processes_equal_one_process(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="train_grid needs a barrier after the chunk loop: process 1 reads "
-                          "chunk files process 0 is still writing (FileNotFoundError)")
 def test_other_processes_wait_for_process_0_to_write(tmp_path):
   got, infos, out_dir = _run_two_processes(tmp_path, slow_write_s=3.0)
   assert [d["processes"] for d in infos] == [2, 2]

@@ -272,8 +272,8 @@ class _ChunkRunner:
     bar = tqdm(total=n_cells, desc=desc, unit="cell", disable=not progress, smoothing=0.1)
     # decided once, before any compute, and agreed by every process: a chunk
     # that one process loads and another recomputes would deadlock the collectives
-    done = dev_lib.agree([store is not None and store.verify(c, keys=()) is not None
-                          for c in chunks])
+    writer = store is not None and dev_lib.is_writer()  # the others' view is replaced
+    done = dev_lib.agree([writer and store.verify(c, keys=()) is not None for c in chunks])
     try:
       with _sigterm_as_interrupt():
         for c, is_done in zip(chunks, done):
