@@ -306,7 +306,7 @@ def main(argv=None, small=False) -> dict:
       "engine_cold_equals_warm_bitwise": same, "max_rel_final_loss_seq_vs_engine": seq_vs_eng,
       "final_loss_per_beta": per_beta, "load_average_start": list(load0), "load_average_end": list(load1),
       "torch": torch_res[0]["torch"], "torch_threads": torch_res[0]["torch_threads"],
-      "machine": machine(),
+      "machine": machine(), "benchmark_total_wall_s": time.perf_counter() - t_main,
       "note": ("Shared 2-core CPU (other people's jobs ran too; see the load averages): the ratios, "
             "measured side by side in one run, are the result, absolute times are noisy. "
             "The torch wall time includes one process start-up per beta (Python, import torch, "
