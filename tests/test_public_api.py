@@ -6,8 +6,8 @@ from linvae_jax import grid as grid_facade
 
 
 def test_registry_lists_every_model():
-  assert sorted(lv.model_registry()) == ["cvae", "mhvae", "mlp_cvae", "mlp_mhvae", "mlp_vae", "vae",
-                                        "vae_ldv"]
+  assert sorted(lv.model_registry()) == ["cnn_cvae", "cnn_mhvae", "cnn_vae", "cvae", "mhvae",
+                                        "mlp_cvae", "mlp_mhvae", "mlp_vae", "vae", "vae_ldv"]
   assert isinstance(lv.make_model("vae", latent_dim=2), lv.LinearVAE)
 
 
