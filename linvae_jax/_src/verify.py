@@ -44,6 +44,7 @@ and it still failed at 20000 steps. The earlier default of 20 epochs at batch
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import time
 from typing import Mapping, Optional
@@ -228,15 +229,6 @@ def _check_count(name: str, v) -> int:
   return int(v)
 
 
-def _fresh_kw(overwrite: bool) -> dict:
-  """``overwrite=`` for the split engine, ``resume=`` for the one before it."""
-  import inspect
-  params = inspect.signature(engine_lib.train_grid).parameters
-  if "overwrite" in params:
-    return {"overwrite": bool(overwrite)}
-  return {"resume": not overwrite}
-
-
 def _swept(grid: grid_lib.Grid) -> list:
   return [n for grp in grid.groups for n, v in grp if len(v) > 1]
 
@@ -297,14 +289,41 @@ def _spectra_per_cell(model, moments, hyper, params) -> tuple:
   return ({k: np.asarray(v) for k, v in lrn.items()}, {k: np.asarray(v) for k, v in prd.items()})
 
 
+def _budget(ds, model, moments, objective, batch_size, epochs, steps, quick):
+  """(sample arrays or None, batch size, steps) from the objective's defaults."""
+  prob = ds.problem
+  arrays = None
+  if objective == "sampled":
+    if ds.arrays is None:
+      raise ValueError(f"objective='sampled' needs samples; {ds.label} gives only moments.")
+    arrays = tuple(np.asarray(a, moments.dtype) for a in ds.arrays)
+    if batch_size is None:
+      batch_size = min(256, arrays[0].shape[0])
+    _check_count("batch_size", batch_size)
+    if epochs is not None:
+      _check_count("epochs", epochs)
+    if steps is None and epochs is None:
+      steps = 8000 if quick else 20000
+    if steps is not None and epochs is not None:
+      raise ValueError("give steps or epochs, not both.")
+    if steps is None:
+      steps = int(epochs) * (arrays[0].shape[0] // batch_size)
+  else:
+    if batch_size is not None or epochs is not None:
+      raise ValueError("batch_size and epochs apply to objective='sampled' only.")
+    if steps is None:
+      steps = prob.steps if prob is not None and prob.model() == model else 10000
+  return arrays, batch_size, _check_count("steps", steps)
+
+
 def verify(model: Optional[LinearModel], data, grid: Optional[grid_lib.Grid] = None, *,
            steps: Optional[int] = None, optimizer=None, objective: str = "analytic",
            tolerances=None, out_dir=None, lr: Optional[float] = None,
            batch_size: Optional[int] = None, epochs: Optional[int] = None, dtype=None,
            quick: bool = False, name: Optional[str] = None, digit: Optional[int] = None,
            devices=None, chunk_size: Optional[int] = None, resume: Optional[bool] = None,
-           overwrite: bool = False, progress: bool = False,
-           figures: bool = True) -> VerifyReport:
+           overwrite: bool = False, progress: bool = False, shard=None,
+           figures: bool = True) -> Optional[VerifyReport]:
   """Train ``grid`` on ``data``, compare with the closed form, judge every cell.
 
   Args:
@@ -337,6 +356,9 @@ def verify(model: Optional[LinearModel], data, grid: Optional[grid_lib.Grid] = N
       and start afresh (default: a rerun of the same spec continues from its
       finished chunks, a different spec raises ``ValueError``).
     resume: the old spelling; ``resume=False`` means ``overwrite=True``.
+    shard: ``(i, n)``: train only this shard's chunks into ``out_dir/train``
+      (job arrays); returns None until the store is complete, and the report
+      of the whole grid from the shard that completes it.
     figures: write PNG figures with the report.
 
   Returns:
@@ -372,41 +394,27 @@ def verify(model: Optional[LinearModel], data, grid: Optional[grid_lib.Grid] = N
   moments = ds.moments
   tol = resolve_tolerances(tolerances, moments.dtype, objective)
 
-  arrays = None
-  if objective == "sampled":
-    if ds.arrays is None:
-      raise ValueError(f"objective='sampled' needs samples; {ds.label} gives only moments.")
-    arrays = tuple(np.asarray(a, moments.dtype) for a in ds.arrays)
-    if batch_size is None:
-      batch_size = min(256, arrays[0].shape[0])
-    _check_count("batch_size", batch_size)
-    if epochs is not None:
-      _check_count("epochs", epochs)
-    if steps is None and epochs is None:
-      steps = 8000 if quick else 20000
-    if steps is not None and epochs is not None:
-      raise ValueError("give steps or epochs, not both.")
-    if steps is None:
-      steps = int(epochs) * (arrays[0].shape[0] // batch_size)
-      epochs = None
-  else:
-    if batch_size is not None or epochs is not None:
-      raise ValueError("batch_size and epochs apply to objective='sampled' only.")
-    if steps is None:
-      steps = prob.steps if prob is not None and prob.model() == model else 10000
-  steps = _check_count("steps", steps)
+  arrays, batch_size, steps = _budget(ds, model, moments, objective, batch_size, epochs,
+                                      steps, quick)
   if optimizer is None:
     # a decaying rate: precision (analytic) and averaged-out minibatch noise (sampled)
     optimizer = engine_lib.AdamDecay(decay_steps=steps, final_ratio=1e-3)
 
   _, cells, _ = grid.resolve(model)
-  res = engine_lib.train_grid(
-      model, moments, grid, steps=steps, optimizer=optimizer, objective=objective,
+  if shard is not None and out_dir is None:
+    raise ValueError("shard needs out_dir (the shards share its store).")
+  train = functools.partial(
+      engine_lib.train_grid, model, moments, grid, steps=steps, optimizer=optimizer,
+      objective=objective,
       data=None if arrays is None else (arrays if len(arrays) > 1 else arrays[0]),
       batch_size=batch_size if objective == "sampled" else None,
       out_dir=None if out_dir is None else os.path.join(str(out_dir), "train"),
-      **_fresh_kw(overwrite), progress=progress, keep_params=True, devices=devices,
-      chunk_size=chunk_size)
+      progress=progress, keep_params=True, devices=devices, chunk_size=chunk_size)
+  res = train(overwrite=overwrite, shard=shard)
+  if shard is not None:
+    if not res.info["complete"]:
+      return None
+    res = train()  # the store is complete: every chunk loads, nothing is recomputed
   hyper = {k: jnp.asarray(cells[k], moments.dtype) for k in model.hyper_names}
   learned, predicted = _spectra_per_cell(model, moments, hyper, res.params)
   table = res.table.copy()
