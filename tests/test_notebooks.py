@@ -73,6 +73,7 @@ def test_quickstart(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["dang2024.ipynb", "wang_ziyin2022.ipynb", "lucas2019.ipynb"])
+@pytest.mark.parametrize("name", ["dang2024.ipynb", "wang_ziyin2022.ipynb", "lucas2019.ipynb",
+                                  "theory_vs_nonlinear.ipynb"])
 def test_paper_notebook(name, tmp_path):
   _run(name, tmp_path)

@@ -21,7 +21,10 @@ import common as C  # noqa: E402
 # (module, needs MNIST for all of it, has a synthetic-only mode)
 SCRIPTS = [("dang_dma", False, True), ("dang_table4", False, False), ("wz_fig4", False, True),
            ("dang_fig2a", True, False), ("dang_fig6", True, False), ("dang_digits", True, False),
-           ("lucas_fig2_fig3", True, False)]
+           ("lucas_fig2_fig3", True, False),
+           # nonlinear networks against the linear closed form (docs/reproductions_nonlinear.md)
+           ("wz_fig2", True, False), ("dang_table2_relu", True, False),
+           ("dang_table4_relu", False, False)]
 
 
 def main(argv=None, small=False):
