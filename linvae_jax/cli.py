@@ -1,24 +1,8 @@
-"""linvae: verify the closed-form theory, train grids, print predictions, rebuild reports.
+"""The ``linvae`` command line: the subcommands' implementations and ``main``.
 
-Subcommands (linvae <cmd> --help for each):
-
-  linvae verify        every model and setting against its closed form on the
-                       built-in synthetic problems; writes a report; exit 1 if
-                       any check fails
-  linvae grid          train a hyperparameter grid on any data, compare every
-                       cell with the closed form; exit 1 if any cell fails
-  linvae theory        predicted spectra, active modes and critical values of
-                       one setting, no training
-  linvae report DIR    regenerate the figures and summaries of a report
-                       directory from its saved files
-  linvae merge DIR     verify every chunk of a grid store (e.g. written by
-                       --shard runs) and write the merged table
-
-Output directories (verify and grid --out): a rerun with the same settings
-continues from the finished chunks saved there; a run with different settings
-is refused with a one-line error; --overwrite deletes the old results and
-starts afresh. Bad input prints one line "linvae: error: ..." and exits 2;
-failed checks exit 1. Progress bars go to stderr (on by default on a terminal).
+The parser, the subcommand list and what each does to an output directory
+are in :mod:`linvae_jax._src.cli_parser` (its ``DESCRIPTION`` is ``linvae
+--help``).
 """
 from __future__ import annotations
 

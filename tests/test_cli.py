@@ -273,7 +273,7 @@ def test_every_error_has_the_same_prefix(capsys):
 
 
 def test_help_is_plain_and_complete(capsys):
-  for sub in ("verify", "grid", "theory", "report"):
+  for sub in ("verify", "grid", "theory", "report", "merge"):
     with pytest.raises(SystemExit):
       cli.main([sub, "--help"])
     out = capsys.readouterr().out

@@ -315,8 +315,10 @@ def build_parser() -> argparse.ArgumentParser:
   d = g.add_argument_group("multi-process (JAX distributed runtime; all three or none)")
   d.add_argument("--coordinator", default=None, metavar="HOST:PORT",
                  help="address of process 0's coordinator")
-  d.add_argument("--num-processes", type=_positive_int("--num-processes"), default=None)
-  d.add_argument("--process-id", type=_nonneg_int, default=None)
+  d.add_argument("--num-processes", type=_positive_int("--num-processes"), default=None,
+                 help="number of processes in the run")
+  d.add_argument("--process-id", type=_nonneg_int, default=None,
+                 help="this process's index, 0 .. N-1 (process 0 reports and writes)")
 
   m = sub.add_parser("merge", help="merge the chunks of a grid store into one table",
                      description="Verify every chunk of DIR/train (or DIR if it is the store "

@@ -100,31 +100,27 @@ def remove_stale_temps(out_dir) -> list:
   return removed
 
 
-def atomic_npz(path, arrays: dict) -> None:
-  """Write an ``.npz`` whole or not at all (temporary file, fsync, rename)."""
+def _atomic_write(path, write, mode: str) -> None:
+  """``write(f)`` into a temporary file beside ``path``, fsync, then rename onto it."""
   tmp = temp_name(path)
   try:
-    with open(tmp, "wb") as f:
-      np.savez(f, **arrays)
+    with open(tmp, mode) as f:
+      write(f)
       f.flush()
       os.fsync(f.fileno())
     os.replace(tmp, path)
   finally:
     if os.path.exists(tmp):
       os.remove(tmp)
+
+
+def atomic_npz(path, arrays: dict) -> None:
+  """Write an ``.npz`` whole or not at all."""
+  _atomic_write(path, lambda f: np.savez(f, **arrays), "wb")
 
 
 def atomic_json(path, obj) -> None:
-  tmp = temp_name(path)
-  try:
-    with open(tmp, "w") as f:
-      json.dump(obj, f, indent=1, default=str)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+  _atomic_write(path, lambda f: json.dump(obj, f, indent=1, default=str), "w")
 
 
 def checksum(arrays: dict) -> str:
