@@ -369,8 +369,11 @@ class LinearMHVAE(LinearModel):
     om_m = omega[:m]
     u2 = jnp.zeros((d1, d2), dt).at[jnp.arange(m), jnp.arange(m)].set(om_m)
     w2 = jnp.zeros((d2, d1), dt).at[jnp.arange(m), jnp.arange(m)].set(om_m / t[:m])
-    t2 = jnp.concatenate([t[:m], jnp.broadcast_to(k, (d2 - m,))])
-    var2 = (b2 / b1) * dv / t2  # Sigma2* (eq. 41), variances
+    # Sigma2* (eq. 41) variances (beta2/beta1) eta_dec^2 / t with t = omega^2 + k
+    # (t = k for z2 modes past d1), multiplied through by beta1: the printed form
+    # cancels 1e40-sized terms in d/d beta1 at beta1 = 1e-20 (#13).
+    om2_2 = jnp.concatenate([om2[:m], jnp.zeros((d2 - m,), dt)])
+    var2 = b2 * dv / (b1 * om2_2 + c2 * b2)
     if self.sigma2_var == "learnable":
       raw = jnp.log(var2)
     elif self.sigma2_var == "learnable_full":

@@ -132,7 +132,10 @@ def ldv_profile_minimum(zeta, residual, beta, latent_dim: int, d2: int) -> dict:
   Enumerates the d1 + 1 candidate active counts p; on [s_{p+1}, s_p) the
   piece G_p(s) = K_p/(2s) + ((D2 - beta p)/2) log s + const is unimodal,
   so its minimum is the stationary point K_p/(D2 - beta p) clipped to the
-  interval; G is continuous, so the best piece gives min G.
+  interval (``G_pieces``). The optimum's p is the count of thresholds
+  b_k > beta (Thm 4 corrected); its piece's stationary point is interior, so
+  s* and its derivative in beta are those of K_p / (D2 - beta p) on each side
+  of a threshold (tested against brute force and central differences).
 
   Returns a dict: ``s`` (s*, decoder *variance*), ``p`` (active count),
   ``G`` (min G, W&Z convention; -inf if ill-posed), ``ill_posed`` (bool),
@@ -165,9 +168,19 @@ def ldv_profile_minimum(zeta, residual, beta, latent_dim: int, d2: int) -> dict:
   const = -0.5 * beta * jnp.sum(logs, -1)
   g = k_p / (2.0 * s_safe) + 0.5 * den * jnp.log(s_safe) + const
   g = jnp.where(valid, jnp.where(ill, -inf, g), inf)
-  best = jnp.argmin(g)
-  return {"s": jnp.where(ill[best], 0.0, s_p[best]), "p": jnp.asarray(ps)[best],
-          "G": g[best], "ill_posed": ill[best], "G_pieces": g}
+  # The active count comes from the thresholds, not from argmin g: next to b_p
+  # two pieces tie to O((beta - b_p)^2), below float64 resolution, and argmin
+  # would flip between a clipped bound and the interior point (#13: d omega/d beta
+  # off by 1e3 within 1e-9 of b_2). Thm 4 puts that piece's stationary point
+  # inside its interval, so s* is the unclipped K_p / (D2 - beta p) (den > 0 as
+  # beta < b_p <= D2 / p).
+  b = ldv_beta_thresholds(zeta, residual, latent_dim, d2)
+  p_thr = jnp.sum(beta < b)
+  any_ill = jnp.any(ill)
+  best = jnp.where(any_ill, jnp.argmin(g), p_thr)
+  s_best = jnp.where(any_ill, 0.0, jnp.where(den > 0, cand, s_p)[best])
+  return {"s": s_best, "p": jnp.asarray(ps)[best],
+          "G": g[best], "ill_posed": any_ill, "G_pieces": g}
 
 
 # ------------------------------------------------------- Hessian at origin --
