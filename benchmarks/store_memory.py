@@ -73,7 +73,7 @@ def main():
   base = os.path.join(args.out, "store_memory_cpu")
   with open(base + ".json", "w") as f:
     json.dump(dict(meta=meta, rows=rows), f, indent=1)
-  lines = [f"# Peak memory against grid size (cpu)", "",
+  lines = ["# Peak memory against grid size (cpu)", "",
            f"- CPU: {meta['cpu']} ({meta['cores']} cores; load average at the end "
            f"{' '.join(f'{x:.1f}' for x in meta['load'])})",
            f"- {meta['date']}, float64, command: `{meta['command']}`",

@@ -5,7 +5,6 @@ continues, a different spec or a broken store is one ``linvae: error:`` line
 naming the file and the way out, ``--overwrite`` starts afresh, a damaged
 chunk is recomputed with a warning, and SIGINT says what was saved.
 """
-import json
 import os
 import shutil
 import signal

@@ -6,7 +6,6 @@ A = Q diag(a) Q^T, C = A K^T, B = K A K^T + N, so E = B - C^T A^+ C = N and
 theta = eig(N) is chosen per case relative to the threshold beta eta_dec^2.
 All tolerances are float64.
 """
-import math
 import os
 import sys
 

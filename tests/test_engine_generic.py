@@ -11,7 +11,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import linvae_jax as lv
 from linvae_jax._src import engine
 from linvae_jax._src import grid as G
 

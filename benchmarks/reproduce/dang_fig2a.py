@@ -20,7 +20,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common as C  # noqa: E402
-from common import G, lv, np, pd, plt  # noqa: E402
+from common import G, np, pd, plt  # noqa: E402
 
 from linvae_jax._src import metrics  # noqa: E402
 from linvae_jax._src import moments as M  # noqa: E402

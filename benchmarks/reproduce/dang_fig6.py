@@ -21,7 +21,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common as C  # noqa: E402
-from common import G, lv, np, pd, plt  # noqa: E402
+from common import G, np, pd, plt  # noqa: E402
 
 from linvae_jax._src import moments as M  # noqa: E402
 
@@ -45,7 +45,7 @@ def main(argv=None, small=False):
   d = 16 if a.small else 64
   n_beta = 8 if a.small else 24
   steps = 300 if a.small else 2000  # small: not converged (MHVAE KL(z2) at beta2 = 0.5: 8.72 / 8.81)
-  out, rows = {}, []
+  rows = []
   # (a) CVAE
   mq = C.mnist_moments("quadrants")
   th_c = C.np64(M.residual_eigvals(mq))
