@@ -23,14 +23,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar
 
-import flax.linen as nn
 import jax.numpy as jnp
 
 from linvae_jax._src.models import cnn_base as CB
 from linvae_jax._src.models import mlp_base as B
 
 
-class CNNCVAENet(nn.Module):
+class CNNCVAENet(B.DecoderScaleNet):
   """flax module: ``encode((x, y))``, ``decode(z, (x, y))`` (y unused)."""
   cond_shape: tuple
   shape: tuple
@@ -56,8 +55,7 @@ class CNNCVAENet(nn.Module):
     self.dec_mlp = B.MLP(tuple(reversed(self.hidden)), None, self.activation, self.bias,
                          self.param_dtype)
     self.dec = CB.ConvDecoder(self.shape, self.dec_channels, **kw)
-    if self.decoder_var == "learnable":
-      self.log_scale = self.param("dec_log_scale", nn.initializers.zeros, (), self.param_dtype)
+    self._setup_dec_scale()
 
   def encode(self, inputs):
     x, y = inputs
@@ -66,11 +64,6 @@ class CNNCVAENet(nn.Module):
   def decode(self, z, inputs):
     x, _ = inputs
     return self.dec(self.dec_mlp(jnp.concatenate([z, self.dec_x(x)], axis=-1)))
-
-  def dec_log_scale(self):
-    if self.decoder_var == "learnable":
-      return self.log_scale
-    return jnp.zeros((), self.param_dtype)
 
   def __call__(self, inputs, z):
     return self.encode(inputs), self.decode(z, inputs), self.dec_log_scale()
@@ -99,11 +92,6 @@ class CNNCVAE(B.SingleLatent):
   encoder_var: str = "learnable"
   decoder_var: str = "fixed"
   bias: bool = True
-  iw_samples: int = 100
-  iw_chunk: int = 10
-  eval_eps: float = 0.01
-  eval_delta: float = 0.05
-  au_threshold: float = 0.01
 
   name: ClassVar[str] = "cnn_cvae"
 
@@ -116,8 +104,6 @@ class CNNCVAE(B.SingleLatent):
     CB.check_image_shape("image_shape", self.image_shape, len(self._dec_channels))
     B.check_widths("hidden", self.hidden)
     B.check_pos_int("kernel", self.kernel)
-    B.check_choice("encoder_var", self.encoder_var, B.ENCODER_VARS)
-    B.check_choice("decoder_var", self.decoder_var, B.DECODER_VARS)
     self._check_common()
 
   @property

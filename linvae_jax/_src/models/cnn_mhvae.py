@@ -33,7 +33,7 @@ from linvae_jax._src.models import mlp_base as B
 from linvae_jax._src.models.mlp_mhvae import MLPMHVAE
 
 
-class CNNMHVAENet(nn.Module):
+class CNNMHVAENet(B.DecoderScaleNet):
   shape: tuple
   latent_dim1: int
   latent_dim2: int
@@ -56,8 +56,7 @@ class CNNMHVAENet(nn.Module):
     self.head2 = B.GaussianHead(self.latent_dim2, self.sigma2_var, self.bias, self.param_dtype)
     self.dec2 = B.MLP(tuple(reversed(self.hidden2)), self.latent_dim1, **kw)
     self.dec1 = CB.ConvDecoder(self.shape, self.dec_channels, **ckw)
-    if self.decoder_var == "learnable":
-      self.log_scale = self.param("dec_log_scale", nn.initializers.zeros, (), self.param_dtype)
+    self._setup_dec_scale()
 
   def encode1(self, x):
     return self.enc1_head(self.enc1_trunk(x))
@@ -70,11 +69,6 @@ class CNNMHVAENet(nn.Module):
 
   def decode1(self, z1):
     return self.dec1(z1)
-
-  def dec_log_scale(self):
-    if self.decoder_var == "learnable":
-      return self.log_scale
-    return jnp.zeros((), self.param_dtype)
 
   def __call__(self, x, z1, z2):
     return (self.encode1(x), self.encode2(z1), self.decode2(z2), self.decode1(z1),
@@ -106,11 +100,6 @@ class CNNMHVAE(B.NonlinearModel):
   sigma2_var: str = "learnable"
   decoder_var: str = "fixed"
   bias: bool = True
-  iw_samples: int = 100
-  iw_chunk: int = 10
-  eval_eps: float = 0.01
-  eval_delta: float = 0.05
-  au_threshold: float = 0.01
 
   name: ClassVar[str] = "cnn_mhvae"
 
@@ -130,8 +119,6 @@ class CNNMHVAE(B.NonlinearModel):
       CB.check_channels("dec_channels", self.dec_channels)
     CB.check_image_shape("image_shape", self.image_shape, len(self._dec_channels))
     B.check_widths("hidden2", self.hidden2)
-    B.check_choice("sigma2_var", self.sigma2_var, B.ENCODER_VARS)
-    B.check_choice("decoder_var", self.decoder_var, B.DECODER_VARS)
     self._check_common()
 
   @property

@@ -26,14 +26,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar
 
-import flax.linen as nn
 import jax.numpy as jnp
 
 from linvae_jax._src.models import cnn_base as CB
 from linvae_jax._src.models import mlp_base as B
 
 
-class CNNVAENet(nn.Module):
+class CNNVAENet(B.DecoderScaleNet):
   """flax module: ``encode(x) -> (mu, log_var)``, ``decode(z, x) -> flat f(z)``."""
   shape: tuple
   latent_dim: int
@@ -55,8 +54,7 @@ class CNNVAENet(nn.Module):
     self.dec_mlp = B.MLP(tuple(reversed(self.hidden)), None, self.activation, self.bias,
                          self.param_dtype)
     self.dec = CB.ConvDecoder(self.shape, self.dec_channels, **kw)
-    if self.decoder_var == "learnable":
-      self.log_scale = self.param("dec_log_scale", nn.initializers.zeros, (), self.param_dtype)
+    self._setup_dec_scale()
 
   def encode(self, x):
     return self.head(self.trunk(x))
@@ -64,11 +62,6 @@ class CNNVAENet(nn.Module):
   def decode(self, z, x):
     del x
     return self.dec(self.dec_mlp(z))
-
-  def dec_log_scale(self):
-    if self.decoder_var == "learnable":
-      return self.log_scale
-    return jnp.zeros((), self.param_dtype)
 
   def __call__(self, x, z):
     return self.encode(x), self.decode(z, x), self.dec_log_scale()
@@ -108,11 +101,6 @@ class CNNVAE(B.SingleLatent):
   encoder_var: str = "learnable"
   decoder_var: str = "fixed"
   bias: bool = True
-  iw_samples: int = 100
-  iw_chunk: int = 10
-  eval_eps: float = 0.01
-  eval_delta: float = 0.05
-  au_threshold: float = 0.01
 
   name: ClassVar[str] = "cnn_vae"
 
@@ -125,8 +113,6 @@ class CNNVAE(B.SingleLatent):
                          max(len(self.channels), len(self._dec_channels)))
     B.check_widths("hidden", self.hidden)
     B.check_pos_int("kernel", self.kernel)
-    B.check_choice("encoder_var", self.encoder_var, B.ENCODER_VARS)
-    B.check_choice("decoder_var", self.decoder_var, B.DECODER_VARS)
     self._check_common()
 
   @property

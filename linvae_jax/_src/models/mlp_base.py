@@ -115,6 +115,22 @@ class MLP(nn.Module):
     return h
 
 
+class DecoderScaleNet(nn.Module):
+  """Base of the model networks: a scalar ``dec_log_scale`` parameter when
+  ``decoder_var == "learnable"`` (the decoder std is eta_dec * exp of it),
+  0 otherwise. Subclasses declare ``decoder_var`` and ``param_dtype`` and call
+  ``_setup_dec_scale()`` in ``setup``."""
+
+  def _setup_dec_scale(self):
+    if self.decoder_var == "learnable":
+      self.log_scale = self.param("dec_log_scale", nn.initializers.zeros, (), self.param_dtype)
+
+  def dec_log_scale(self):
+    if self.decoder_var == "learnable":
+      return self.log_scale
+    return jnp.zeros((), self.param_dtype)
+
+
 class GaussianHead(nn.Module):
   """Mean and log-variance of a diagonal Gaussian from features ``h``.
 
@@ -178,16 +194,27 @@ def log_normal_diag(z, mu, std) -> jax.Array:
 class NonlinearModel(abc.ABC):
   """Common config behaviour (subclasses are frozen dataclasses).
 
-  Evaluation options, static (changing them recompiles ``evaluate``):
-  ``iw_samples`` K importance samples per example, drawn ``iw_chunk`` at a
+  Evaluation options, keyword-only fields of every model, static (changing
+  them recompiles ``evaluate``): ``iw_samples`` K importance samples per example, drawn ``iw_chunk`` at a
   time (K must be a multiple); ``eval_eps``, ``eval_delta`` of the
   (eps, delta)-collapse count; ``au_threshold`` of AU, Dang's AU and the
   covariance rank.
   """
+  iw_samples: int = dataclasses.field(default=100, kw_only=True)
+  iw_chunk: int = dataclasses.field(default=10, kw_only=True)
+  eval_eps: float = dataclasses.field(default=0.01, kw_only=True)
+  eval_delta: float = dataclasses.field(default=0.05, kw_only=True)
+  au_threshold: float = dataclasses.field(default=0.01, kw_only=True)
+
   name: ClassVar[str] = ""
 
   def _check_common(self):
     check_choice("activation", self.activation, tuple(ACTIVATIONS))
+    # the variance settings each subclass declares
+    for arg, choices in (("encoder_var", ENCODER_VARS), ("sigma2_var", ENCODER_VARS),
+                         ("decoder_var", DECODER_VARS)):
+      if hasattr(self, arg):
+        check_choice(arg, getattr(self, arg), choices)
     check_pos_int("iw_samples", self.iw_samples)
     check_pos_int("iw_chunk", self.iw_chunk)
     if self.iw_samples % self.iw_chunk:

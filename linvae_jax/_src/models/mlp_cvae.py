@@ -24,13 +24,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar
 
-import flax.linen as nn
 import jax.numpy as jnp
 
 from linvae_jax._src.models import mlp_base as B
 
 
-class CVAENet(nn.Module):
+class CVAENet(B.DecoderScaleNet):
   """flax module: ``encode((x, y))``, ``decode(z, (x, y))`` (y unused)."""
   data_dim: int
   latent_dim: int
@@ -47,8 +46,7 @@ class CVAENet(nn.Module):
     self.trunk = B.MLP(self.hidden, None, **kw)
     self.head = B.GaussianHead(self.latent_dim, self.encoder_var, self.bias, self.param_dtype)
     self.dec = B.MLP(self.dec_hidden, self.data_dim, **kw)
-    if self.decoder_var == "learnable":
-      self.log_scale = self.param("dec_log_scale", nn.initializers.zeros, (), self.param_dtype)
+    self._setup_dec_scale()
 
   def encode(self, inputs):
     x, y = inputs
@@ -57,11 +55,6 @@ class CVAENet(nn.Module):
   def decode(self, z, inputs):
     x, _ = inputs
     return self.dec(jnp.concatenate([z, x], axis=-1))
-
-  def dec_log_scale(self):
-    if self.decoder_var == "learnable":
-      return self.log_scale
-    return jnp.zeros((), self.param_dtype)
 
   def __call__(self, inputs, z):
     return self.encode(inputs), self.decode(z, inputs), self.dec_log_scale()
@@ -87,11 +80,6 @@ class MLPCVAE(B.SingleLatent):
   encoder_var: str = "learnable"
   decoder_var: str = "fixed"
   bias: bool = True
-  iw_samples: int = 100
-  iw_chunk: int = 10
-  eval_eps: float = 0.01
-  eval_delta: float = 0.05
-  au_threshold: float = 0.01
 
   name: ClassVar[str] = "mlp_cvae"
 
@@ -101,8 +89,6 @@ class MLPCVAE(B.SingleLatent):
     B.check_widths("hidden", self.hidden)
     if self.dec_hidden is not None:
       B.check_widths("dec_hidden", self.dec_hidden)
-    B.check_choice("encoder_var", self.encoder_var, B.ENCODER_VARS)
-    B.check_choice("decoder_var", self.decoder_var, B.DECODER_VARS)
     self._check_common()
 
   def _net(self, dtype):

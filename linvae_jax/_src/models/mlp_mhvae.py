@@ -38,7 +38,6 @@ import dataclasses
 import math
 from typing import Any, ClassVar
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
@@ -46,7 +45,7 @@ from linvae_jax._src import nonlinear_metrics as nm
 from linvae_jax._src.models import mlp_base as B
 
 
-class MHVAENet(nn.Module):
+class MHVAENet(B.DecoderScaleNet):
   data_dim: int
   latent_dim1: int
   latent_dim2: int
@@ -65,8 +64,7 @@ class MHVAENet(nn.Module):
     self.head2 = B.GaussianHead(self.latent_dim2, self.sigma2_var, self.bias, self.param_dtype)
     self.dec2 = B.MLP(tuple(reversed(self.hidden2)), self.latent_dim1, **kw)
     self.dec1 = B.MLP(tuple(reversed(self.hidden)), self.data_dim, **kw)
-    if self.decoder_var == "learnable":
-      self.log_scale = self.param("dec_log_scale", nn.initializers.zeros, (), self.param_dtype)
+    self._setup_dec_scale()
 
   def encode1(self, x):
     return self.enc1(x)
@@ -79,11 +77,6 @@ class MHVAENet(nn.Module):
 
   def decode1(self, z1):
     return self.dec1(z1)
-
-  def dec_log_scale(self):
-    if self.decoder_var == "learnable":
-      return self.log_scale
-    return jnp.zeros((), self.param_dtype)
 
   def __call__(self, x, z1, z2):
     return (self.encode1(x), self.encode2(z1), self.decode2(z2), self.decode1(z1),
@@ -113,11 +106,6 @@ class MLPMHVAE(B.NonlinearModel):
   sigma2_var: str = "learnable"
   decoder_var: str = "fixed"
   bias: bool = True
-  iw_samples: int = 100
-  iw_chunk: int = 10
-  eval_eps: float = 0.01
-  eval_delta: float = 0.05
-  au_threshold: float = 0.01
 
   name: ClassVar[str] = "mlp_mhvae"
 
@@ -127,8 +115,6 @@ class MLPMHVAE(B.NonlinearModel):
     B.check_widths("hidden", self.hidden)
     if self.hidden2 is not None:
       B.check_widths("hidden2", self.hidden2)
-    B.check_choice("sigma2_var", self.sigma2_var, B.ENCODER_VARS)
-    B.check_choice("decoder_var", self.decoder_var, B.DECODER_VARS)
     self._check_common()
 
   @property

@@ -26,13 +26,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar
 
-import flax.linen as nn
 import jax.numpy as jnp
 
 from linvae_jax._src.models import mlp_base as B
 
 
-class VAENet(nn.Module):
+class VAENet(B.DecoderScaleNet):
   """flax module: ``encode(x) -> (mu, log_var)``, ``decode(z, x) -> f(z)``."""
   target_dim: int
   latent_dim: int
@@ -49,8 +48,7 @@ class VAENet(nn.Module):
     self.trunk = B.MLP(self.hidden, None, **kw)
     self.head = B.GaussianHead(self.latent_dim, self.encoder_var, self.bias, self.param_dtype)
     self.dec = B.MLP(self.dec_hidden, self.target_dim, **kw)
-    if self.decoder_var == "learnable":
-      self.log_scale = self.param("dec_log_scale", nn.initializers.zeros, (), self.param_dtype)
+    self._setup_dec_scale()
 
   def encode(self, x):
     return self.head(self.trunk(x))
@@ -58,11 +56,6 @@ class VAENet(nn.Module):
   def decode(self, z, x):
     del x
     return self.dec(z)
-
-  def dec_log_scale(self):
-    if self.decoder_var == "learnable":
-      return self.log_scale
-    return jnp.zeros((), self.param_dtype)
 
   def __call__(self, x, z):
     return self.encode(x), self.decode(z, x), self.dec_log_scale()
@@ -94,11 +87,6 @@ class MLPVAE(B.SingleLatent):
   decoder_var: str = "fixed"
   bias: bool = True
   target_dim: int | None = None
-  iw_samples: int = 100
-  iw_chunk: int = 10
-  eval_eps: float = 0.01
-  eval_delta: float = 0.05
-  au_threshold: float = 0.01
 
   name: ClassVar[str] = "mlp_vae"
 
@@ -110,8 +98,6 @@ class MLPVAE(B.SingleLatent):
     B.check_widths("hidden", self.hidden)
     if self.dec_hidden is not None:
       B.check_widths("dec_hidden", self.dec_hidden)
-    B.check_choice("encoder_var", self.encoder_var, B.ENCODER_VARS)
-    B.check_choice("decoder_var", self.decoder_var, B.DECODER_VARS)
     self._check_common()
 
   @property
