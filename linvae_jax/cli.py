@@ -17,13 +17,24 @@ from linvae_jax._src.cli_parser import (DEFAULT_HYPER, EXIT_FAIL, EXIT_USAGE, HY
 
 # ------------------------------------------------------------- helpers --
 
-def _model_from_args(args):
-  import dataclasses
+_NET_OPTS = (("--hidden", "hidden"), ("--activation", "activation"),
+             ("--iw-samples", "iw_samples"))
+
+
+def _model_class(args):
   from linvae_jax._src.models import registry
   reg = registry()
   if args.model not in reg:
     raise UsageError(f"unknown model {args.model!r}; known models: {sorted(reg)}")
-  cls = reg[args.model]
+  return reg[args.model]
+
+
+def _model_from_args(args, arrays=None):
+  """The model of ``--model`` and its options; a nonlinear one takes its input
+  dimensions from the training ``arrays`` ((x,) or (x, y))."""
+  import dataclasses
+  import math
+  cls = _model_class(args)
   fields = {f.name for f in dataclasses.fields(cls)}
   cfg = {}
   for field, value in (("latent_dim", args.latent_dim), ("latent_dim1", args.latent_dim),
@@ -36,10 +47,34 @@ def _model_from_args(args):
                      ("--latent-dim2", "latent_dim2")):
     if getattr(args, field) is not None and field not in fields:
       raise UsageError(f"{opt} does not apply to model {args.model!r}")
+  for opt, field in _NET_OPTS:
+    value = getattr(args, field, None)
+    if value is not None:
+      if field not in fields:
+        raise UsageError(f"{opt} applies to the nonlinear models (mlp_vae, mlp_cvae), not "
+                         f"{args.model!r}")
+      cfg[field] = value
+  if "iw_samples" in cfg:
+    cfg["iw_chunk"] = math.gcd(cfg["iw_samples"], 10)
+  if arrays is not None:
+    cfg.update(_data_dims(args, fields, arrays))
   try:
     return cls(**cfg)
   except (TypeError, ValueError) as e:
     raise UsageError(f"model {args.model!r}: {e}") from None
+
+
+def _data_dims(args, fields, arrays) -> dict:
+  x, y = arrays[0], (arrays[1] if len(arrays) > 1 else None)
+  if "cond_dim" in fields:  # a CVAE: x the condition, y the output
+    if y is None:
+      raise UsageError(f"{args.model} needs paired data (x, y), e.g. mnist:quadrant or a cvae "
+                       f"synthetic problem; {args.data!r} has x only")
+    return {"cond_dim": int(x.shape[1]), "data_dim": int(y.shape[1])}
+  out = {"data_dim": int(x.shape[1])}
+  if y is not None and "target_dim" in fields:
+    out["target_dim"] = int(y.shape[1])  # W&Z's regression VAE: reconstruct y from x
+  return out
 
 
 def _dtype(name):
@@ -154,6 +189,7 @@ def cmd_verify(args) -> int:
       if n not in problems_lib.names():
         raise UsageError(f"unknown problem {n!r}; known problems: {problems_lib.names()}")
   _check_out(args)
+  args.objective = args.objective or "analytic"
   optimizer = _optimizer(args)
   progress = _progress(args)
   print(f"{'problem':20s} {'model':26s} {'cells':>5s} {'passed':>6s} {'max D_MA':>9s} "
@@ -251,27 +287,40 @@ def cmd_merge(args) -> int:
   return 0
 
 
+def _devices(args):
+  if args.devices is None:
+    return None
+  import jax
+  avail = jax.local_devices()
+  if args.devices > len(avail):
+    raise UsageError(f"--devices {args.devices}: {len(avail)} device(s) available")
+  return avail[:args.devices]
+
+
 def cmd_grid(args) -> int:
   from linvae_jax._src import verify as verify_lib
   _init_distributed(args)
+  if not hasattr(_model_class(args), "optimum"):  # no closed form: the nonlinear report
+    from linvae_jax._src import cli_nonlinear
+    return cli_nonlinear.cmd_grid(args)
+  for opt, field in (("--n-train", "n_train"), ("--n-eval", "n_eval")):
+    if getattr(args, field) is not None:
+      raise UsageError(f"{opt} applies to the nonlinear models (mlp_vae, mlp_cvae) only")
+  args.objective = args.objective or "analytic"
   model = _model_from_args(args)
   if args.batch_size is not None and args.objective != "sampled":
     raise UsageError("--batch-size applies to --objective sampled only")
+  if args.epochs is not None and args.objective != "sampled":
+    raise UsageError("--epochs applies to --objective sampled only")
   _check_out(args)
   optimizer = _optimizer(args)
   ds = _load(args, model)
   grid = _grid_from_args(args, model, ds.problem)
-  devices = None
-  if args.devices is not None:
-    import jax
-    avail = jax.local_devices()
-    if args.devices > len(avail):
-      raise UsageError(f"--devices {args.devices}: {len(avail)} device(s) available")
-    devices = avail[:args.devices]
+  devices = _devices(args)
   if args.objective == "sampled" and ds.arrays is None:
     raise UsageError(f"--objective sampled needs samples; {ds.label} gives only moments")
   rep = verify_lib.verify(model, ds, grid, steps=args.steps, objective=args.objective,
-                          batch_size=args.batch_size, out_dir=args.out,
+                          batch_size=args.batch_size, epochs=args.epochs, out_dir=args.out,
                           overwrite=args.overwrite, optimizer=optimizer,
                           tolerances=_tolerances(args), devices=devices,
                           progress=_progress(args), chunk_size=args.chunk_size,
@@ -299,6 +348,9 @@ def cmd_grid(args) -> int:
 def cmd_theory(args) -> int:
   import numpy as np
   from linvae_jax._src import sensitivity
+  if not hasattr(_model_class(args), "optimum"):
+    raise UsageError(f"{args.model} has no closed form; linvae theory takes vae, cvae, mhvae "
+                     "or vae_ldv (linvae grid trains the nonlinear models)")
   model = _model_from_args(args)
   ds = _load(args, model)
   same = ds.problem is not None and ds.problem.model() == model
@@ -371,8 +423,12 @@ def cmd_theory(args) -> int:
 
 
 def cmd_report(args) -> int:
+  from linvae_jax._src import nonlinear_report
   from linvae_jax._src import report as report_lib
-  paths = report_lib.regenerate(args.dir)
+  if nonlinear_report.is_nonlinear_dir(args.dir):
+    paths = nonlinear_report.regenerate(args.dir)
+  else:
+    paths = report_lib.regenerate(args.dir)
   for k, p in sorted(paths.items()):
     print(f"{k}: {p}")
   return 0

@@ -191,14 +191,17 @@ def _digit(text):
 # -------------------------------------------------------------- parsers --
 
 def _add_model_args(p):
-  p.add_argument("--model", required=True, help="model: vae, cvae, mhvae or vae_ldv (required)")
+  p.add_argument("--model", required=True,
+                 help="model: vae, cvae, mhvae or vae_ldv (closed forms); grid also takes the "
+                      "nonlinear mlp_vae and mlp_cvae (required)")
   p.add_argument("--latent-dim", type=_positive_int("--latent-dim"), default=4,
                  help="latent dimension d1 (default 4)")
   p.add_argument("--latent-dim2", type=_positive_int("--latent-dim2"), default=None,
                  help="MHVAE second latent dimension d2 (default: d1)")
   p.add_argument("--encoder-var", default=None,
                  help="vae/cvae encoder covariance: learnable (diagonal, default), "
-                      "learnable_full or fixed (set its std with --sigma)")
+                      "learnable_full or fixed (set its std with --sigma); mlp_vae/mlp_cvae: "
+                      "learnable, data_dependent or fixed")
   p.add_argument("--sigma2-var", default=None,
                  help="mhvae Sigma2: learnable (Thm 3, default), learnable_full or fixed (Thm 5)")
 
@@ -221,9 +224,10 @@ def _add_dtype(p):
 
 
 def _add_train_args(p, *, steps_default):
-  p.add_argument("--objective", choices=("analytic", "sampled"), default="analytic",
-                 help="analytic: the exact loss on the data moments, full batch (default); "
-                      "sampled: the Monte-Carlo ELBO on minibatches of the samples")
+  p.add_argument("--objective", choices=("analytic", "sampled"), default=None,
+                 help="analytic: the exact loss on the data moments, full batch (default for "
+                      "the closed-form models); sampled: the Monte-Carlo ELBO on minibatches of "
+                      "the samples (the only one for mlp_vae/mlp_cvae)")
   p.add_argument("--optimizer", choices=("adam", "lbfgs"), default="adam",
                  help="adam with the learning rate decayed 1000x over the run (default) or "
                       "lbfgs (line search; analytic objective only)")
@@ -235,6 +239,49 @@ def _add_train_args(p, *, steps_default):
   p.add_argument("--tol-gap", type=_nonneg_float, default=None,
                  help="largest allowed relative loss gap |L - L*|/max(1, |L*|) (default 1e-8 "
                       "float64, 1e-5 float32, 1e-2 sampled)")
+
+
+def _widths(text):
+  """``--hidden 64,32`` -> (64, 32); ``none`` (or empty) -> () (no hidden layer)."""
+  s = text.strip().lower()
+  if s in ("", "none"):
+    return ()
+  out = []
+  for part in s.split(","):
+    try:
+      v = float(part)
+    except ValueError:
+      raise argparse.ArgumentTypeError(f"takes widths like 64,32 or none, got {text!r}") from None
+    if not v.is_integer() or v < 1:
+      raise argparse.ArgumentTypeError(f"widths must be whole numbers >= 1, got {text!r}")
+    out.append(int(v))
+  return tuple(out)
+
+
+def _add_net_args(g):
+  n = g.add_argument_group("nonlinear models (mlp_vae, mlp_cvae): the network, the data split "
+                           "and the evaluation; every cell is evaluated on held-out samples and "
+                           "set beside the linear closed form on the centred moments of the "
+                           "training samples")
+  n.add_argument("--hidden", type=_widths, default=None, metavar="W[,W...]",
+                 help="hidden layer widths of the encoder (the decoder mirrors them), e.g. "
+                      "256 or 64,32; none: no hidden layer (default: the model's, 256 for "
+                      "mlp_vae, 16 for mlp_cvae)")
+  n.add_argument("--activation", choices=("relu", "tanh", "identity"), default=None,
+                 help="hidden-layer activation (default relu)")
+  n.add_argument("--iw-samples", type=_positive_int("--iw-samples"), default=None,
+                 help="importance samples K of the held-out log-likelihood (default 100)")
+  n.add_argument("--epochs", type=_positive_int("--epochs"), default=None,
+                 help="passes over the training samples, instead of --steps (default 20 for "
+                      "the nonlinear models)")
+  n.add_argument("--n-train", type=_positive_int("--n-train"), default=None,
+                 help="training samples: synthetic: rows of the exact-moment design (default "
+                      "4096); MNIST: a seeded subset of the 60k training images (default all); "
+                      ".npz: a seeded subset of the rows not held out")
+  n.add_argument("--n-eval", type=_positive_int("--n-eval"), default=None,
+                 help="held-out samples: synthetic: a second design, seed 1 (default 1000); "
+                      "MNIST: the first test images (default 1000); .npz: its last rows "
+                      "(default min(1000, n/5))")
 
 
 def _add_out_args(p, default):
@@ -287,22 +334,31 @@ def build_parser() -> argparse.ArgumentParser:
                                  "(vmapped) and compare every cell with the closed form. Prints "
                                  "the pass count and the worst cells by their hyperparameter "
                                  "values; the full table goes to OUT/results.csv and "
-                                 "OUT/summary.md. Exit 1 if any cell fails.\n\n" + _AXIS_HELP
+                                 "OUT/summary.md. Exit 1 if any cell fails.\n\n"
+                                 "A nonlinear model (mlp_vae, mlp_cvae) trains on the sampled "
+                                 "ELBO, is evaluated on held-out samples (AU, KL, IW "
+                                 "log-likelihood, (eps, delta)-collapse) and drawn against the "
+                                 "linear closed form on the centred moments of the same data; "
+                                 "it prints the beta of first and complete collapse, measured "
+                                 "and predicted. Exit 1 if any cell diverged.\n\n" + _AXIS_HELP
                                  + "\n\n" + _WRITES)
   _add_model_args(g)
   _add_data_args(g)
   _add_axes(g, "axis (default: the synthetic problem's value, else 1)")
   g.add_argument("--lr", default=None, metavar="SPEC",
-                 help="initial learning-rate axis (default 3e-2, or the synthetic problem's)")
+                 help="initial learning-rate axis (default 3e-2, or the synthetic problem's; "
+                      "nonlinear models: 1e-3, constant)")
   g.add_argument("--seed", default=None, metavar="SPEC",
                  help="initialisation seed axis of whole numbers, e.g. 0,1,2 (default 0)")
   _add_train_args(g, steps_default="10000, or the synthetic problem's for its own model; "
-                                   "sampled: 20000")
+                                   "sampled: 20000; nonlinear models: --epochs 20")
   g.add_argument("--batch-size", type=_positive_int("--batch-size"), default=None,
-                 help="minibatch size, --objective sampled only (default 256)")
+                 help="minibatch size, --objective sampled only (default 256; nonlinear "
+                      "models 128)")
   g.add_argument("--devices", type=_positive_int("--devices"), default=None,
                  help="shard the cells over this many devices (on CPU: host devices, set "
                       "up before JAX starts) (default 1)")
+  _add_net_args(g)
   _add_out_args(g, "linvae_grid")
   g.add_argument("--chunk-size", type=_positive_int("--chunk-size"), default=None,
                  help="cells per compiled call and per saved chunk (default: estimated from "
