@@ -99,6 +99,20 @@ def test_linear_overlay_matches_the_eigenvalue_formula():
   np.testing.assert_allclose(th["beta_thresholds"], zeta2[None, :] / etas[:, None] ** 2,
                              rtol=1e-8)
   assert th["model"] == "vae[learnable]"
+  # mlp_cvae: the CVAE's theta_i = eig(E), E = Cov(y) - Cov(y, x) Cov(x)^-1 Cov(x, y) (Dang
+  # Thm 2, not rooted): mode i active iff theta_i > beta eta^2
+  rng = np.random.default_rng(1)
+  y = x[:, :3] @ rng.normal(size=(3, 3)) + rng.normal(size=(x.shape[0], 3)) * [2.0, 1.0, 0.3]
+  c = np.cov(np.hstack([x, y]).T, bias=True)
+  e = c[6:, 6:] - c[6:, :6] @ np.linalg.solve(c[:6, :6], c[:6, 6:])
+  theta = np.sort(np.linalg.eigvalsh(e))[::-1]
+  cnet = lv.make_model("mlp_cvae", data_dim=3, cond_dim=6, latent_dim=3)
+  b = np.array([0.05, 0.5, 2.0, 8.0])
+  thc = linear_overlay.theory_per_cell(cnet, (x, y), {"beta": b, "eta_enc": np.ones(4),
+                                                      "eta_dec": np.ones(4)})
+  assert thc["model"] == "cvae[learnable]"
+  np.testing.assert_array_equal(thc["active"], (theta[None, :] > b[:, None]).sum(1))
+  np.testing.assert_allclose(thc["beta_thresholds"], np.broadcast_to(theta, (4, 3)), rtol=1e-8)
   lin, why = linear_overlay.counterpart(lv.make_model("mlp_vae", data_dim=6, latent_dim=2,
                                                       decoder_var="learnable"))
   assert lin is None and "decoder variance" in why
