@@ -16,7 +16,7 @@ from test_reproduce import _load, _written, loose_promotion, need_mnist  # noqa:
 
 @pytest.mark.slow
 @pytest.mark.mnist
-def test_dang_mhvae_nonlinear_small(tmp_path, need_mnist, loose_promotion):
+def test_dang_mhvae_nonlinear_small(tmp_path, need_mnist, loose_promotion):  # noqa: F811
   mod = _load("dang_mhvae_nonlinear")
   r = mod.main(["--out", str(tmp_path)], small=True)
   _written(r["files"])
