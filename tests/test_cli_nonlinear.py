@@ -331,7 +331,7 @@ def test_cli_grid_mlp_vae_end_to_end(tmp_path, capsys):
   assert (hi.theory_kl == 0).all() and (lo.theory_kl > 1).all()
   assert (lo.au >= D_LAT - 1).all() and (hi.au == 0).all(), t[["beta", "seed", "au"]]
   assert (hi.kl < 0.05).all() and (lo.kl > 1).all()  # nats, held-out
-  assert (lo.iw_ll > hi.iw_ll).all()
+  assert lo.iw_ll.min() > hi.iw_ll.max()  # the collapsed cells fit worse
   assert "beta of complete collapse (AU = 0): measured 12 (per seed 12, 12)" in stdout
   # the rerun continues from the saved chunks (nothing retrained) and prints the same
   rc2, stdout2, _ = _main(argv, capsys)

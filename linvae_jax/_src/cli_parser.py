@@ -273,7 +273,7 @@ def _add_net_args(g):
                  help="importance samples K of the held-out log-likelihood (default 100)")
   n.add_argument("--epochs", type=_positive_int("--epochs"), default=None,
                  help="passes over the training samples, instead of --steps (default 20 for "
-                      "the nonlinear models)")
+                      "the nonlinear models; also for --objective sampled of the others)")
   n.add_argument("--n-train", type=_positive_int("--n-train"), default=None,
                  help="training samples: synthetic: rows of the exact-moment design (default "
                       "4096); MNIST: a seeded subset of the 60k training images (default all); "
