@@ -64,6 +64,8 @@ def test_bad_nonlinear_options_give_one_line(argv, match, capsys, tmp_path):
     (["grid", "--model", "vae", "--n-train", "8"], "--n-train applies"),
     (["grid", "--model", "mlp_cvae", "--data", "synthetic:vae-learnable"], "needs paired data"),
     (["theory", "--model", "mlp_vae"], "has no closed form"),
+    (["grid", "--model", "mlp_mhvae"], "for mlp_mhvae use lv.train_grid"),
+    (["grid", "--model", "cnn_vae"], "for cnn_vae use lv.train_grid"),
 ])
 def test_options_that_do_not_apply(argv, match, capsys, tmp_path):
   rc, _, err = _main(argv + (["--out", str(tmp_path / "o")] if argv[0] == "grid" else []),

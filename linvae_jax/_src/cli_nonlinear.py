@@ -20,7 +20,11 @@ DEFAULT_LR, DEFAULT_EPOCHS, DEFAULT_BATCH = 1e-3, 20, 128
 
 
 def _refuse(args) -> None:
+  from linvae_jax._src.linear_overlay import COUNTERPARTS
   m = args.model
+  if m not in COUNTERPARTS:
+    raise UsageError(f"linvae grid trains the nonlinear models {sorted(COUNTERPARTS)}; for {m} "
+                     "use lv.train_grid in Python")
   if args.objective == "analytic":
     raise UsageError(f"--objective analytic: {m} has no analytic loss; the nonlinear models "
                      "train on the sampled ELBO (--objective sampled, the default for them)")
