@@ -58,6 +58,14 @@ def test_collapse_fraction_counts_examples():
   np.testing.assert_allclose(nm.dang_au(kl), 0.5, rtol=0)
 
 
+@pytest.mark.parametrize("shape", [(300, 16), (1000, 16), (7, 3)])
+def test_dang_au_is_in_unit_interval_at_the_extremes(shape):
+  # full collapse is exactly 0 (1 - mean gave -2e-15), full activity at most 1
+  for dt in (jnp.float32, jnp.float64):
+    assert float(nm.dang_au(jnp.zeros(shape, dt))) == 0.0
+    assert 1.0 - 1e-6 <= float(nm.dang_au(jnp.ones(shape, dt))) <= 1.0  # float32 rounding
+
+
 def test_cov_rank_is_rotation_invariant_au_is_not():
   rng = np.random.default_rng(1)
   x = rng.normal(size=(500, 2))

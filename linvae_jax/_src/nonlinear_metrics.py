@@ -142,7 +142,9 @@ def dang_au(kl, threshold=0.01) -> jax.Array:
   """
   _check_nonneg("threshold", threshold)
   kl = jnp.asarray(kl)
-  return 1.0 - jnp.mean((kl < threshold).astype(kl.dtype))
+  # the mean of the complement, not 1 - mean: XLA's mean multiplies by 1/(nd),
+  # and 1 - (nd)(1/(nd)) came out -2e-15 under full collapse
+  return jnp.mean((kl >= threshold).astype(kl.dtype))
 
 
 # ------------------------------------------------------ rotation-invariant --
