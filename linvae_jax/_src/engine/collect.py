@@ -8,6 +8,7 @@ import jax
 import numpy as np
 
 from linvae_jax._src import grid as grid_lib
+from linvae_jax._src.engine import inputs
 from linvae_jax._src.engine import store as store_lib
 from linvae_jax._src.engine.result import GridResult, LazyArrays, status_names
 
@@ -20,18 +21,18 @@ def _split_final(keys_shapes):
 
 
 def _params_tree(model, moments, flat: dict):
-  template = jax.eval_shape(lambda: model.init(jax.random.key(0), moments, 0.1))
+  template = inputs.init_shapes(model, moments)
   paths = [jax.tree_util.keystr(k) for k, _ in jax.tree_util.tree_flatten_with_path(template)[0]]
   return jax.tree.unflatten(jax.tree.structure(template), [flat["params/" + p] for p in paths])
 
 
 def _table(coords_cells: dict, finals: dict, status, steps, tol_any):
-  table = grid_lib.coords_frame(coords_cells)
-  for k, v in finals.items():
-    table[k] = v
-  table["status"] = status_names(status, tol_any)
-  table["steps"] = steps
-  return table
+  # one DataFrame constructor: a column at a time cost ~0.5 ms per column
+  cols = dict(coords_cells)
+  cols.update(finals)
+  cols["status"] = np.asarray(status_names(status, tol_any))
+  cols["steps"] = steps
+  return grid_lib.coords_frame(cols)
 
 
 def assemble(pieces, model, moments, tol_any, record_every, n_records, keep_params, spec, info):

@@ -136,6 +136,42 @@ def cell_batch_for(cell_batch, optimizer, devices):
   return None
 
 
+_INIT_SHAPES: dict = {}  # (model, moments' structure, shapes, dtypes, x64) -> init's shapes
+_INIT_SHAPES_MAX = 64
+_INIT_SHAPES_TRACES = {"n": 0}
+
+
+def init_shapes(model, moments):
+  """``jax.eval_shape`` of ``model.init``: the parameters' shapes and dtypes.
+
+  Cached by the model (a hashable static configuration), the moments' pytree
+  structure, leaf shapes and dtypes, and the x64 flag: all that parameter
+  shapes may depend on, since the chunk program traces ``init`` on abstract
+  moments as well. Saves a trace of ``init`` (~5-20 ms) in every warm call.
+  """
+  leaves, treedef = jax.tree.flatten(moments)
+  try:
+    key = (model, treedef, tuple((np.shape(a), str(getattr(a, "dtype", type(a)))) for a in leaves),
+           bool(jax.config.read("jax_enable_x64")))
+    hit = _INIT_SHAPES.get(key)
+  except TypeError:  # an unhashable model: no cache
+    key = hit = None
+  if hit is not None:
+    return hit
+  _INIT_SHAPES_TRACES["n"] += 1
+  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), moments, 0.1))
+  if key is not None:
+    if len(_INIT_SHAPES) >= _INIT_SHAPES_MAX:
+      _INIT_SHAPES.clear()
+    _INIT_SHAPES[key] = shapes
+  return shapes
+
+
+def init_shape_traces() -> int:
+  """How many times :func:`init_shapes` traced ``model.init`` (cache misses) so far."""
+  return _INIT_SHAPES_TRACES["n"]
+
+
 def estimate_chunk_size(model, moments, n_devices: int = 1, *, n_records: int = 1,
                         batch_size: int = 0, row_size: Optional[int] = None, dtype=None,
                         budget_bytes: Optional[int] = None, max_chunk: int = 4096) -> int:
@@ -148,7 +184,7 @@ def estimate_chunk_size(model, moments, n_devices: int = 1, *, n_records: int = 
   defaults to half of the first device's ``bytes_limit`` when the backend
   reports it, else 1 GiB per device.
   """
-  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), moments, 0.1))
+  shapes = init_shapes(model, moments)
   dtype = moments.dtype if dtype is None else dtype
   item = jnp.zeros((), dtype).dtype.itemsize
   pbytes = sum(math.prod(s.shape) * s.dtype.itemsize for s in jax.tree.leaves(shapes))
