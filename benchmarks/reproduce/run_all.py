@@ -25,7 +25,8 @@ SCRIPTS = [("dang_dma", False, True), ("dang_table4", False, False), ("wz_fig4",
            # nonlinear networks against the linear closed form (docs/reproductions_nonlinear.md)
            ("wz_fig2", True, False), ("dang_table2_relu", True, False),
            ("dang_table4_relu", False, False), ("dang_cvae_relu", True, False),
-           ("dang_mhvae_nonlinear", True, False)]
+           ("dang_mhvae_nonlinear", True, False),
+           ("wz_fig1_fig5", False, False)]
 
 
 def main(argv=None, small=False):
