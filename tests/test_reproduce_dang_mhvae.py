@@ -4,7 +4,8 @@ beta_D2 in {0.25, 1, 3, 9} (3 seeds) through ``lv.train_grid`` and writes its
 figure and tables; the test checks the files, the linear MHVAE theory overlay
 on the same images, the paper's printed numbers and the measured trend.
 
-``slow`` (about 1.5 min on 2 idle cores) and ``mnist``.
+``slow`` (72 s of CPU: about that on 2 idle cores, 7.7 min wall at load 18) and
+``mnist``.
 """
 import numpy as np
 import pytest

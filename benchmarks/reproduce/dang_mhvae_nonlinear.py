@@ -45,8 +45,9 @@ i.e. eta_dec^2 >= that / beta2 and beta1 below the inverse. We report the
 measured beta2 (and eta_dec) of first collapse (z2 AU < 16) and complete
 collapse (z2 AU = 0) per seed and their ratio to the theory's.
 
-Sizes (``--small``: CI, ~1.5 min on 2 cores; default: this CPU, ~10 min;
-``--full``: a GPU, Dang's setting):
+Sizes (``--small``: CI, 72 s of CPU (7.7 min wall at load 18 on the shared
+2-core machine); default: this CPU, 10 min of CPU (31 min wall at load 10-19);
+``--full``: a GPU, Dang's setting, not run here):
 
 ========  =======  ===  ==  ======  =====  =============================  ==========
 size      n_train  h    h2  epochs  seeds  sweeps (Dang's beta_D)         IW K / n_test
