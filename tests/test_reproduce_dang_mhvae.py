@@ -4,8 +4,7 @@ beta_D2 in {0.25, 1, 3, 9} (3 seeds) through ``lv.train_grid`` and writes its
 figure and tables; the test checks the files, the linear MHVAE theory overlay
 on the same images, the paper's printed numbers and the measured trend.
 
-``slow`` (72 s of CPU: about that on 2 idle cores, 7.7 min wall at load 18) and
-``mnist``.
+``slow`` (73 s on the shared 2 cores at load 4-5, 7.7 min at load 18) and ``mnist``.
 """
 import numpy as np
 import pytest

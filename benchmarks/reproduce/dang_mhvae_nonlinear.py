@@ -45,8 +45,8 @@ i.e. eta_dec^2 >= that / beta2 and beta1 below the inverse. We report the
 measured beta2 (and eta_dec) of first collapse (z2 AU < 16) and complete
 collapse (z2 AU = 0) per seed and their ratio to the theory's.
 
-Sizes (``--small``: CI, 72 s of CPU (7.7 min wall at load 18 on the shared
-2-core machine); default: this CPU, 10 min of CPU (31 min wall at load 10-19);
+Sizes (``--small``: CI, 73 s wall at load 4-5 on the shared 2-core machine
+(7.7 min at load 18); default: this CPU, 10 min of CPU (31 min wall at load 10-19);
 ``--full``: a GPU, Dang's setting, not run here):
 
 ========  =======  ===  ==  ======  =====  =============================  ==========
