@@ -32,7 +32,7 @@ beta_1 = zeta_1^2.
 beta = 0 (in W&Z's grid 0, 1, ..., 20) is refused by the engine (every beta must be > 0):
 we run beta = 0.05 in its place.
 
-Sizes (``--small``: CI, 65-70 s of CPU time, two compiles dominate; default: W&Z's full
+Sizes (``--small``: CI, 54 s wall at load 0.7, two compiles dominate; default: W&Z's full
 size, 76800 Adam steps per cell, 7.5 min of CPU time: 8.3 min wall on the shared 2-core CPU
 at load average 2-11, 28 min at 12-20; a step costs ~3.5 ms of CPU for 63 vmapped cells):
 
