@@ -95,6 +95,17 @@ def test_mutual_information_of_a_linear_gaussian_encoder():
   assert abs(mi0) < 0.05, mi0
 
 
+def test_mutual_information_in_row_blocks_equals_the_full_matrix(monkeypatch):
+  # n = 1100 rows: two full blocks of 512 and a padded one of 76
+  rng = np.random.default_rng(4)
+  mu = jnp.asarray(rng.normal(size=(1100, 3)))
+  std = jnp.asarray(rng.uniform(0.3, 1.5, size=(1100, 3)))
+  blocked = float(nm.mutual_information(jax.random.key(5), mu, std))
+  monkeypatch.setattr(nm, "MI_ROW_BLOCK", 10 ** 6)
+  full = float(nm.mutual_information(jax.random.key(5), mu, std))
+  np.testing.assert_allclose(blocked, full, rtol=1e-12)  # float64
+
+
 def test_log_q_matrix_matches_direct_evaluation():
   rng = np.random.default_rng(3)
   mu, std, z = rng.normal(size=(5, 3)), rng.uniform(0.5, 2, size=(5, 3)), rng.normal(size=(5, 3))
