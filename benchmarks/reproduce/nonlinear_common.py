@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 
 import common as C
-from common import lv, np, pd
+from common import np, pd
 
 from linvae_jax._src.data import load_mnist
 
@@ -30,25 +30,23 @@ def mnist_arrays(n_train: int, n_test: int, seed: int = 0):
 def linear_theory(x, betas, latent_dim: int, eta_dec: float = 1.0, eta_enc: float = 1.0,
                   encoder_var: str = "learnable", sigma: float | None = None):
   """The linear VAE closed form (learnable Sigma, or fixed std ``sigma``) on the
-  centred moments of ``x``.
+  centred moments of ``x`` (the library's overlay, ``linear_overlay.theory_per_cell``).
 
   Returns a DataFrame with ``beta``, ``theory_active`` (active modes of the
   optimum) and ``theory_kl`` (its data-mean KL, nats), and the thresholds
   beta_i (descending) at which mode i collapses.
   """
-  m = lv.moments_from_arrays(np.asarray(x, np.float64), centred=True)
-  mod = C.model("vae", latent_dim=latent_dim, encoder_var=encoder_var)
-  extra = {} if sigma is None else {"sigma": float(sigma)}
-  rows, thr = [], None
-  for b in betas:
-    h = C.hyper(beta=float(b), eta_enc=eta_enc, eta_dec=eta_dec, **extra)
-    o = mod.optimum(m, h)
-    post = mod.posterior(o.params, h)["z"]
-    second, _ = mod.input_moments(m)
-    kl = float(np.sum(lv.metrics.kl_per_dim(post, second)))
-    rows.append({"beta": float(b), "theory_active": int(np.sum(o.active["z"])), "theory_kl": kl})
-    thr = np.sort(np.asarray(o.thresholds["beta"], np.float64))[::-1]
-  return pd.DataFrame(rows), thr
+  from linvae_jax._src import linear_overlay
+  betas = [float(b) for b in betas]
+  n = len(betas)
+  cells = {"beta": betas, "eta_enc": [eta_enc] * n, "eta_dec": [eta_dec] * n}
+  if sigma is not None:
+    cells["sigma"] = [float(sigma)] * n
+  lin = C.model("vae", latent_dim=latent_dim, encoder_var=encoder_var)
+  th = linear_overlay.theory_per_cell(lin, (np.asarray(x, np.float64),), cells)
+  df = pd.DataFrame({"beta": betas, "theory_active": th["active"].astype(int),
+                     "theory_kl": th["kl"]})
+  return df, th["beta_thresholds"][-1]
 
 
 def seed_stats(table: pd.DataFrame, by: str, cols) -> pd.DataFrame:
