@@ -251,7 +251,10 @@ def test_sigkill_during_a_write_loses_nothing(tmp_path, fresh):
 
 
 INTERRUPTIBLE = r"""
-import sys
+import signal, sys
+# Ctrl-C as at a terminal: a shell's background job starts with SIGINT ignored,
+# and Python then installs no KeyboardInterrupt handler
+signal.signal(signal.SIGINT, signal.default_int_handler)
 sys.path.insert(0, {tests!r})
 import jax
 jax.config.update("jax_enable_x64", True)
