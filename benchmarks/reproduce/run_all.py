@@ -26,7 +26,8 @@ SCRIPTS = [("dang_dma", False, True), ("dang_table4", False, False), ("wz_fig4",
            ("wz_fig2", True, False), ("dang_table2_relu", True, False),
            ("dang_table4_relu", False, False), ("dang_cvae_relu", True, False),
            ("dang_mhvae_nonlinear", True, False),
-           ("wz_fig1_fig5", False, False), ("lucas_table2", True, False)]
+           ("wz_fig1_fig5", False, False), ("lucas_table2", True, False),
+           ("dang_digits_relu", True, False)]
 
 
 def main(argv=None, small=False):
