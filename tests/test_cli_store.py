@@ -89,7 +89,12 @@ def test_sigint_says_how_many_chunks_are_saved(tmp_path):
   env.pop("XLA_FLAGS", None)
   args = ("grid", "--model", "vae", "--latent-dim", "2", "--beta", "0.1:3:40", "--steps",
           "20000", "--chunk-size", "1", "--no-figures", "--out", out)
-  p = subprocess.Popen([sys.executable, "-m", "linvae_jax.cli", *args], env=env,
+  # Ctrl-C as at a terminal: a shell's background job starts with SIGINT ignored
+  # and Python then installs no KeyboardInterrupt handler, so restore it first
+  code = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+          "sys.argv = ['linvae', *sys.argv[1:]]; runpy.run_module('linvae_jax.cli', "
+          "run_name='__main__')")
+  p = subprocess.Popen([sys.executable, "-c", code, *args], env=env,
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   deadline = time.time() + 300
   while time.time() < deadline and p.poll() is None and not (
