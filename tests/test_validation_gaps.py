@@ -89,21 +89,28 @@ def test_cvae_and_mhvae_spectra_gradients_at_tiny_beta(case, beta):
   """
   _, model, m, fixed, key = _cvae_and_mhvae_spectra()[case]
 
-  def spec(b, name):
+  @jax.jit
+  def spectra(b):
     hyper = {k: jnp.asarray(v) for k, v in fixed.items()}
-    hyper[key] = jnp.asarray(b)
-    return model.optimum(m, hyper).spectra[name]
+    hyper[key] = b
+    return model.optimum(m, hyper).spectra
 
-  names = sorted(model.optimum(m, {**{k: jnp.asarray(v) for k, v in fixed.items()},
-                                   key: jnp.asarray(beta)}).spectra)
-  for name in names:
-    grads = np.asarray(jax.jacfwd(lambda b: spec(b, name))(jnp.asarray(beta)))  # float64
-    assert np.isfinite(grads).all(), name
+  grads = jax.jit(jax.jacfwd(spectra))(jnp.asarray(beta))  # float64
+  cache = {}
+
+  def value(b, name, i):  # one compiled call per stencil point, shared by all entries
+    if b not in cache:
+      cache[b] = {k: np.asarray(v) for k, v in spectra(jnp.asarray(b)).items()}
+    return float(cache[b][name][i])
+
+  for name, g in sorted(grads.items()):
+    g = np.asarray(g)
+    assert np.isfinite(g).all(), name
     relative = case > 0 or "sigma" in name
     h = 1e-3 * beta if relative else 1e-8
-    for i in range(grads.shape[0]):
-      fd = _central(lambda b: float(spec(b, name)[i]), beta, h)
-      np.testing.assert_allclose(grads[i], fd, rtol=1e-6, atol=1e-9 if not relative else 0,
+    for i in range(g.shape[0]):
+      fd = _central(lambda b: value(b, name, i), beta, h)  # noqa: B023 (called at once)
+      np.testing.assert_allclose(g[i], fd, rtol=1e-6, atol=1e-9 if not relative else 0,
                                  err_msg=f"{name}[{i}] at beta={beta!r}")  # float64
 
 
@@ -126,7 +133,8 @@ def test_vae_ldv_gradient_same_under_jit_and_matches_differences(side):
 
   eager = float(jax.grad(omega1)(jnp.asarray(beta)))
   jitted = float(jax.jit(jax.grad(omega1))(jnp.asarray(beta)))
-  f = lambda b: float(omega1(b))  # noqa: E731
+  omega1_jit = jax.jit(omega1)  # the stencil's 9 evaluations: compiled once
+  f = lambda b: float(omega1_jit(jnp.asarray(b)))  # noqa: E731
   # Central steps up to 0.8e-9 thr keep the stencil on one side of the kink at
   # b_2; float64 rounding in that difference is ~1e-6 relative here, so it gets
   # rtol 1e-5. A one-sided 4th-order stencil reaching away from the kink (5
