@@ -27,11 +27,12 @@ MAX_LEGEND_CURVES = 9   # spectra: one legend entry per curve family up to this 
 _CURVE_COLORS = ("C0", "C1", "C2", "C4", "C5", "C6", "C7", "C8", "C9")
 
 
-def render_figures(rep, out_dir) -> dict:
-  """Render the four PNG figures of a report; returns name -> path."""
+def render_figures(rep, out_dir, make=None) -> dict:
+  """Render a report's PNG figures (``make(rep, plt) -> name -> Figure``; default
+  the four of a verification, :func:`make_figures`); returns name -> path."""
   plt = _plt()
   paths = {}
-  for name, fig in make_figures(rep, plt).items():
+  for name, fig in (make or make_figures)(rep, plt).items():
     p = os.path.join(out_dir, f"{name}.png")
     fig.savefig(p, dpi=110, bbox_inches="tight")
     plt.close(fig)

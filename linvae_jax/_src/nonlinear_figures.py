@@ -14,27 +14,19 @@ labels overlap, log axes for log sweeps, complete legends, failures in
 """
 from __future__ import annotations
 
-import os
 
 import numpy as np
 
 from linvae_jax._src import nonlinear_report as R
 from linvae_jax._src.figures import (_CURVE_COLORS, FAIL_COLOR, MAX_LEGEND_CURVES, _declutter,
-                                     _plt, _setup_axis, is_log_sweep)
+                                     _plt, _setup_axis, is_log_sweep, render_figures)
 
 MAX_PANELS = 4  # eps_delta: one panel per curve group, up to this many
 
 
 def render(rep, out_dir) -> dict:
   """Render every figure to ``out_dir``; returns name -> path."""
-  plt = _plt()
-  paths = {}
-  for name, fig in make_figures(rep, plt).items():
-    p = os.path.join(out_dir, f"{name}.png")
-    fig.savefig(p, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    paths[name] = p
-  return paths
+  return render_figures(rep, out_dir, make_figures)
 
 
 def make_figures(rep, plt=None) -> dict:
