@@ -87,6 +87,17 @@ def resolve_out(a) -> Path:
   return out
 
 
+def parse_sized(argv, small: bool, description: str):
+  """:func:`parse` plus ``--full`` (a GPU's size): ``(namespace, key)`` with key
+  ``"small"``, ``"default"`` or ``"full"`` (``--small`` wins)."""
+  argv = list(argv or [])
+  full = "--full" in argv
+  if full:
+    argv.remove("--full")
+  a = parse(argv, small, description)
+  return a, "small" if a.small else ("full" if full else "default")
+
+
 def parse(argv, small: bool, description: str):
   """Common CLI: ``--small``, ``--out DIR`` or ``--update-committed``; the parsed namespace.
 

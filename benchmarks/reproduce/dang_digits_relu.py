@@ -209,12 +209,7 @@ def ordered(v, order=DIGITS, more=True):
 
 
 def main(argv=None, small=False):
-  argv = list(argv or [])
-  full = "--full" in argv
-  if full:
-    argv.remove("--full")
-  a = C.parse(argv, small, __doc__)
-  key = "small" if a.small else ("full" if full else "default")
+  a, key = C.parse_sized(argv, small, __doc__)
   size = SIZES[key]
   t0 = time.perf_counter()
   cells, curves, theo, n_used, walls = [], {}, {}, {}, {}

@@ -71,12 +71,7 @@ def run(size, x, xt, encoder_var):
 
 
 def main(argv=None, small=False):
-  argv = list(argv or [])
-  full = "--full" in argv
-  if full:
-    argv.remove("--full")
-  a = C.parse(argv, small, __doc__)
-  key = "small" if a.small else ("full" if full else "default")
+  a, key = C.parse_sized(argv, small, __doc__)
   size = SIZES[key]
   x, xt = N.mnist_arrays(size["n_train"], size["n_test"])
   t0 = time.perf_counter()

@@ -228,12 +228,7 @@ def plot(df, size, key, mach):
 
 
 def main(argv=None, small=False):
-  argv = list(argv or [])
-  full = "--full" in argv
-  if full:
-    argv.remove("--full")
-  a = C.parse(argv, small, __doc__)
-  key = "small" if a.small else ("full" if full else "default")
+  a, key = C.parse_sized(argv, small, __doc__)
   size = SIZES[key]
   d = size["d"]
   pix, _ = C.mnist_images(size["n_train"], seed=0)

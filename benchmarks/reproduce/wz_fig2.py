@@ -77,12 +77,7 @@ def run(size: dict):
 
 
 def main(argv=None, small=False):
-  argv = list(argv or [])
-  full = "--full" in argv
-  if full:
-    argv.remove("--full")
-  a = C.parse(argv, small, __doc__)
-  key = "small" if a.small else ("full" if full else "default")
+  a, key = C.parse_sized(argv, small, __doc__)
   size = SIZES[key]
   d = size["d"]
   res, theory, thr, wall = run(size)
