@@ -13,6 +13,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 
 from test_cli import run
 
@@ -109,6 +110,7 @@ def test_sigint_says_how_many_chunks_are_saved(tmp_path):
   shutil.rmtree(out)
 
 
+@pytest.mark.slow  # 45 s; the API's shard test (test_store.py) stays in the default suite
 def test_three_shards_then_merge_equal_one_run(tmp_path):
   out, one = str(tmp_path / "s"), str(tmp_path / "one")
   args = ("grid", "--model", "vae", "--latent-dim", "2", "--beta", "0.5:3:6", "--steps", "10",

@@ -85,6 +85,7 @@ def test_lbfgs_refuses_the_sampled_objective():
     engine.LBFGS(memory_size=0)(None)
 
 
+@pytest.mark.slow  # 40 s of compiles for several group layouts
 def test_cell_batch_groups_match_one_vmap():
   """Sequential groups of cells (lax.map, stopped groups skipped) = one vmap."""
   model = lv.make_model("vae", latent_dim=3)
