@@ -25,7 +25,6 @@ import jax
 import jax.numpy as jnp
 
 from linvae_jax._src import metrics, spectra
-from linvae_jax._src.moments import psd_sqrt
 
 
 def _coordinate_views(model, params, hyper, second, mean, factor, eps, delta, au_threshold,
@@ -69,7 +68,7 @@ def compare(model, moments, hyper, params, optimum=None, *, rank_rtol=1e-3, eps=
   """
   opt = model.optimum(moments, hyper) if optimum is None else optimum
   second, mean = model.input_moments(moments)
-  factor = psd_sqrt(second)
+  factor = model.input_factor(moments)
   loss = model.loss(params, moments, hyper)
   out = {"loss": loss, "loss_star": opt.loss, "gap": loss - opt.loss}
   learned = model.spectrum(params, moments, hyper)
@@ -88,7 +87,7 @@ def history_metrics(model, moments, hyper, params, opt, factor, *, rank_rtol=1e-
   """The cheap per-record subset: loss, D_MA per spectrum, rank-view active counts.
 
   ``factor`` is F with F F^T = E[u u^T] for the posterior input u
-  (``psd_sqrt(model.input_moments(moments)[0])``), computed once by the caller.
+  (``model.input_factor(moments)``), computed once by the caller.
   """
   out = {"loss": model.loss(params, moments, hyper)}
   learned = model.spectrum(params, moments, hyper)

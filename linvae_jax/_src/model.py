@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 
 from linvae_jax._src import fastpath, validation
-from linvae_jax._src.moments import Moments
+from linvae_jax._src.moments import Moments, psd_sqrt
 
 Hyper = Mapping[str, jax.Array]
 
@@ -156,6 +156,16 @@ class LinearModel(abc.ABC):
   def input_moments(self, moments: Moments):
     """(second moment, mean) of the input of ``posterior`` mean maps."""
     return moments.xx, moments.mean_x
+
+  def input_factor(self, moments: Moments) -> jax.Array:
+    """F with F F^T = E[u u^T], the second moment of ``input_moments``.
+
+    For x itself this is ``moments.x_factor``, the very array ``spectrum``
+    multiplies by, so a jitted record that takes both the learned spectrum and
+    the rank view computes their shared SVD once (XLA merges the duplicate).
+    """
+    second, _ = self.input_moments(moments)
+    return moments.x_factor if second is moments.xx else psd_sqrt(second)
 
   # ---- the pure functions -------------------------------------------------
   @abc.abstractmethod

@@ -13,7 +13,10 @@ import jax.numpy as jnp
 
 def svdvals(m) -> jax.Array:
   """Singular values of ``m``, non-increasing, length min(m.shape)."""
-  return jnp.linalg.svd(jnp.asarray(m), compute_uv=False)
+  m = jnp.asarray(m)
+  if m.ndim >= 2 and m.shape[-2] < m.shape[-1]:
+    m = jnp.swapaxes(m, -1, -2)  # same values; LAPACK is ~20% faster on a tall batch
+  return jnp.linalg.svd(m, compute_uv=False)
 
 
 def sort_desc(v) -> jax.Array:

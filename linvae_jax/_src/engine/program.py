@@ -77,7 +77,6 @@ from linvae_jax._src import compare as compare_lib
 from linvae_jax._src.engine import optimizers as opt_lib
 from linvae_jax._src.engine.result import (CONVERGED, DIVERGED, PADDING, RUNNING, STALLED,
                                            VERIFIED)
-from linvae_jax._src.moments import psd_sqrt
 
 _TRACES = {"chunk": 0}
 
@@ -130,9 +129,8 @@ class ClosedFormLayer:
   def prepare(self, moments, hyper):
     """(per-cell context, shared context): the optimum per cell, F F^T = E[u u^T]."""
     model = self.cfg.model
-    second, _ = model.input_moments(moments)
     optimum = jax.vmap(model.optimum, in_axes=(None, 0))(moments, hyper)
-    return optimum, psd_sqrt(second)
+    return optimum, model.input_factor(moments)
 
   def record(self, moments, hyper, params, optimum, factor, train):
     del train
