@@ -93,9 +93,15 @@ def check_sampling(model, moments, objective, data, eval_data, batch_size, epoch
   return moments, data, eval_data, n_data, bsz, int(steps)
 
 
+# A record (analytic loss, every D_MA, rank views: a few small SVDs per cell) costs
+# about as much as 3-4 training steps of a small model on CPU, so by default
+# records come at most 100 times and at least this many steps apart.
+MIN_DEFAULT_RECORD_EVERY = 10
+
+
 def record_every_for(steps: int, record_every) -> int:
   if record_every is None:
-    record_every = max(1, steps // 100)
+    record_every = min(steps, max(1, steps // 100, MIN_DEFAULT_RECORD_EVERY))
     while steps % record_every:
       record_every -= 1
   if isinstance(record_every, bool) or int(record_every) != record_every:

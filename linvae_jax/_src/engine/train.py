@@ -112,7 +112,9 @@ def train_grid(model, moments: Optional[Moments], grid: grid_lib.Grid, *,
       :class:`AdamDecay`, :class:`LBFGS`); required with ``out_dir`` for
       those, since two such optimisers are otherwise indistinguishable.
     record_every: steps between history records and convergence checks
-      (default: ``steps // 100`` rounded to a divisor, at least 1).
+      (default: ``max(steps // 100, 10)``, at most ``steps``, rounded down
+      to a divisor of ``steps``: at most 100 records, and none closer than
+      10 steps, since on CPU a record costs a few steps' work).
     tol_loss: stop a cell once its relative loss change over one record is
       <= ``tol_loss`` (see :mod:`.program`).
     tol_grad: stop a cell once its gradient norm is <= ``tol_grad``.
