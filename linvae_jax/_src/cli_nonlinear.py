@@ -47,7 +47,6 @@ def cmd_grid(args) -> int:
   from linvae_jax import cli
   from linvae_jax._src import grid as grid_lib
   from linvae_jax._src import nonlinear_grid
-  from linvae_jax._src import nonlinear_report
   _refuse(args)
   cli._check_out(args)  # noqa: SLF001 - the CLI's own helpers
   dtype = np.float64 if args.dtype == "float64" else np.float32
