@@ -115,9 +115,28 @@ def test_linear_overlay_matches_the_eigenvalue_formula():
   assert thc["model"] == "cvae[learnable]"
   np.testing.assert_array_equal(thc["active"], (theta[None, :] > b[:, None]).sum(1))
   np.testing.assert_allclose(thc["beta_thresholds"], np.broadcast_to(theta, (4, 3)), rtol=1e-8)
-  lin, why = linear_overlay.counterpart(lv.make_model("mlp_vae", data_dim=6, latent_dim=2,
-                                                      decoder_var="learnable"))
-  assert lin is None and "decoder variance" in why
+  # a learnable (isotropic) decoder variance: W&Z's vae_ldv, whose learned s absorbs eta_dec
+  import jax.numpy as jnp
+  ldv_net = lv.make_model("mlp_vae", data_dim=6, latent_dim=4, decoder_var="learnable")
+  lin, why = linear_overlay.counterpart(ldv_net)
+  assert lin.name == "vae_ldv" and lin.latent_dim == 4 and why == ""
+  bl = np.array([0.05, 0.3, 1.0, 3.0, 5.5])
+  m = linear_overlay.centred_moments((x,))
+  direct = [lin.optimum(m, {"beta": jnp.asarray(b), "eta_enc": jnp.asarray(1.0)}) for b in bl]
+  for eta_dec in (0.5, 2.0):
+    thl = linear_overlay.theory_per_cell(ldv_net, (x,), {
+        "beta": bl, "eta_enc": np.ones(5), "eta_dec": np.full(5, eta_dec)})
+    assert thl["model"] == lin.label()
+    np.testing.assert_array_equal(thl["active"], [int(np.sum(o.active["z"])) for o in direct])
+    np.testing.assert_allclose(thl["beta_thresholds"][0],
+                               -np.sort(-np.asarray(direct[0].thresholds["beta"])), rtol=1e-12)
+  assert len(set(thl["active"])) >= 3  # the betas span several active counts
+  for net in (lv.make_model("mlp_vae", data_dim=6, latent_dim=2, decoder_var="learnable",
+                            encoder_var="fixed"),
+              lv.make_model("mlp_cvae", data_dim=3, cond_dim=6, latent_dim=2,
+                            decoder_var="learnable")):
+    lin, why = linear_overlay.counterpart(net)
+    assert lin is None and "decoder variance" in why
 
 
 # ----------------------------------------------------- a report, no training --

@@ -10,8 +10,12 @@ and reports what it predicts: the number of active modes, the data-mean KL
 * ``encoder_var`` ``"learnable"`` and ``"data_dependent"`` map to the linear
   model's learnable diagonal Sigma, ``"fixed"`` to its fixed Sigma (same
   ``sigma`` hyperparameter, a std);
-* a learnable decoder variance has no counterpart here (``counterpart``
-  returns None with the reason).
+* ``mlp_vae`` with a learnable decoder variance (one scalar, isotropic) maps
+  to ``vae_ldv``, W&Z's linear VAE whose decoder variance s is a parameter
+  (App. D, corrected Thm 4); it needs a learnable encoder variance, so with
+  ``encoder_var="fixed"``, and for ``mlp_cvae``, a learnable decoder variance
+  has no counterpart (``counterpart`` returns None with the reason). The
+  learned s absorbs ``eta_dec``, so that optimum does not depend on it.
 
 >>> import numpy as np, linvae_jax as lv  # doctest: +SKIP
 >>> x = np.random.default_rng(0).normal(size=(500, 6)) * [3, 2, 1.5, 1, .5, .2]  # doctest: +SKIP
@@ -38,9 +42,12 @@ def counterpart(model) -> tuple:
   name = COUNTERPARTS.get(getattr(model, "name", ""))
   if name is None:
     return None, f"no linear counterpart of {model.label()} (only {sorted(COUNTERPARTS)})"
-  if getattr(model, "decoder_var", "fixed") != "fixed":
-    return None, "a learnable decoder variance has no linear closed form here"
   enc = "fixed" if model.encoder_var == "fixed" else "learnable"
+  if getattr(model, "decoder_var", "fixed") != "fixed":
+    if name == "vae" and enc == "learnable":
+      return make("vae_ldv", latent_dim=model.latent_dim), ""
+    return None, ("a learnable decoder variance has a linear closed form here only for "
+                  "mlp_vae with a learnable encoder variance (vae_ldv)")
   return make(name, latent_dim=model.latent_dim, encoder_var=enc), ""
 
 
