@@ -8,7 +8,8 @@ For each shape case and grid size G it reports, side by side:
   the engine also computes the closed-form optimum, a history record and the
   full comparison per cell, which the sequential trainer does not.
 * ``sequential``: a Python loop calling one jitted single-config trainer
-  (same loss, same Adam via ``inject_hyperparams``, same ``lax.scan``) once
+  (``baselines.sequential_trainer``: same loss, same Adam via
+  ``inject_hyperparams`` with the engine's static arguments, same ``lax.scan``) once
   per cell; warm time measured on ``min(G, --seq-max)`` cells and
   extrapolated linearly to G (marked ``extrapolated``).
 
@@ -49,52 +50,22 @@ import linvae_jax as lv  # noqa: E402
 from linvae_jax._src import engine  # noqa: E402
 from linvae_jax._src import grid as G  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent / "reproduce"))
+from baselines import random_moments, sequential_trainer  # noqa: E402
 from common import cpu_model  # noqa: E402
-
-
-def random_moments(d0, d2, seed, n_extra=32):
-  """Uncentred second moments of a random Gaussian (x, y) with a decaying spectrum."""
-  rng = np.random.default_rng(seed)
-  d = d0 + d2
-  scales = 1.0 / np.sqrt(1.0 + np.arange(d))
-  f = rng.standard_normal((d + n_extra, d)) * scales / np.sqrt(d + n_extra)
-  j = f.T @ f
-  if d2 == 0:
-    return lv.moments_from_second_moments(j)
-  return lv.moments_from_second_moments(j[:d0, :d0], j[d0:, d0:], j[:d0, d0:])
 
 
 def cases():
   return {
-      "small": (lv.make_model("vae", latent_dim=4), random_moments(16, 0, 0)),
-      "mnist_cvae": (lv.make_model("cvae", latent_dim=64), random_moments(196, 588, 1)),
+      "small": (lv.make_model("vae", latent_dim=4), random_moments(lv, 16, 0, 0)),
+      "mnist_cvae": (lv.make_model("cvae", latent_dim=64), random_moments(lv, 196, 588, 1)),
   }
 
 
 def make_grid(n):
   betas = np.geomspace(0.05, 5.0, n)
   return G.zipped(beta=betas, seed=np.arange(n)) * G.constant(eta_enc=1.0, eta_dec=1.0, lr=1e-2)
-
-
-def sequential_trainer(model, moments, steps):
-  """One jitted single-config trainer: the per-cell work of the engine, no vmap."""
-  opt_fn = lambda lr: optax.inject_hyperparams(optax.adam)(learning_rate=lr)
-
-  @jax.jit
-  def train(hyper, lr, init_scale, seed):
-    params = model.init(jax.random.fold_in(jax.random.key(seed), 0), moments, init_scale)
-    opt = opt_fn(lr)
-    state = opt.init(params)
-
-    def step(c, _):
-      p, s = c
-      loss, g = jax.value_and_grad(model.loss)(p, moments, hyper)
-      u, s = opt.update(g, s, p)
-      return (optax.apply_updates(p, u), s), loss
-    (params, state), losses = jax.lax.scan(step, (params, state), None, length=steps)
-    return model.loss(params, moments, hyper)
-  return train
 
 
 def peak_rss_mib():
@@ -112,7 +83,7 @@ def device_peak_mib():
 
 def bench_case(name, model, moments, sizes, steps, seq_max):
   rows = []
-  seq_fn = sequential_trainer(model, moments, steps)
+  seq_fn = sequential_trainer(jax, optax, model, moments, steps)
   dt = moments.dtype
   for n in sizes:
     _, cells, _ = make_grid(n).resolve(model)
