@@ -232,6 +232,17 @@ def test_bad_engine_arguments(kw, match):
     run(straddling_grid(), **kw)
 
 
+@pytest.mark.parametrize("steps, expected", [
+    (1, 1), (7, 7), (10, 10), (200, 10), (205, 5), (1000, 10), (2000, 20), (10000, 100),
+    (10001, 73),  # 10001 = 73 * 137: the largest divisor <= 100
+])
+def test_default_record_every(steps, expected):
+  """At most 100 records, none closer than 10 steps, a divisor of steps."""
+  from linvae_jax._src.engine import inputs
+  got = inputs.record_every_for(steps, None)
+  assert got == expected and steps % got == 0
+
+
 def test_bad_grid_reaches_engine_as_value_error():
   with pytest.raises(ValueError, match="neither grid axes nor given"):
     run(G.product(beta=[1.0]))
