@@ -24,7 +24,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from linvae_jax._src import metrics, spectra
+from linvae_jax._src import lapack_threads, metrics, spectra, validation
 
 
 def _coordinate_views(model, params, hyper, second, mean, factor, eps, delta, au_threshold,
@@ -99,5 +99,13 @@ def history_metrics(model, moments, hyper, params, opt, factor, *, rank_rtol=1e-
 
 
 def compare_batched(model, moments, hyper, params, **kw) -> dict:
-  """:func:`compare` vmapped over a leading cell axis of ``hyper`` and ``params``."""
-  return jax.vmap(lambda h, p: compare(model, moments, h, p, **kw))(hyper, params)
+  """:func:`compare` vmapped over a leading cell axis of ``hyper`` and ``params``.
+
+  Eager calls block on the result, with OpenBLAS at one thread while it runs
+  (:mod:`~linvae_jax._src.lapack_threads`).
+  """
+  run = lambda: jax.vmap(lambda h, p: compare(model, moments, h, p, **kw))(hyper, params)  # noqa
+  if not validation.is_concrete((moments, hyper, params)):
+    return run()
+  with lapack_threads.limited():
+    return jax.block_until_ready(run())

@@ -34,6 +34,7 @@ import jax
 import numpy as np
 
 from linvae_jax._src import grid as grid_lib
+from linvae_jax._src import lapack_threads
 from linvae_jax._src.engine import collect
 from linvae_jax._src.engine import devices as dev_lib
 from linvae_jax._src.engine import inputs
@@ -74,6 +75,7 @@ def _chunk_arrays(out, n, keep_params, coords_cells) -> dict:
   return flat
 
 
+@lapack_threads.limited()  # the result is on the host when it returns (module doc there)
 def train_grid(model, moments: Optional[Moments], grid: grid_lib.Grid, *,
                steps: Optional[int] = None, optimizer=None, optimizer_id: Optional[str] = None,
                record_every: Optional[int] = None, tol_loss: Optional[float] = None,
