@@ -1,7 +1,7 @@
 """OpenBLAS thread limit around the engine's LAPACK work (``_src/lapack_threads``)."""
 import jax.numpy as jnp
 import pytest
-from threadpoolctl import threadpool_info
+from threadpoolctl import threadpool_info, threadpool_limits
 
 from linvae_jax._src import lapack_threads
 
@@ -11,9 +11,18 @@ def _blas_threads():
   return sorted(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")
 
 
+@pytest.fixture(autouse=True)
+def three_threads():
+  """A known count outside (the suite may run BLAS single-threaded): 3, not 1 or 2."""
+  _blas_threads()
+  with threadpool_limits(limits=3, user_api="blas"):
+    yield
+
+
 def test_limit_inside_restore_after_nested_and_as_decorator(monkeypatch):
   monkeypatch.delenv(lapack_threads.ENV, raising=False)
   before = _blas_threads()
+  assert set(before) == {3}
   assert before, "no OpenBLAS loaded: jax's CPU LAPACK should bring scipy's"
   seen = []
 
@@ -31,6 +40,7 @@ def test_limit_inside_restore_after_nested_and_as_decorator(monkeypatch):
 
 def test_env_zero_leaves_openblas_alone_and_bad_values_are_refused(monkeypatch):
   before = _blas_threads()
+  assert set(before) == {3}
   monkeypatch.setenv(lapack_threads.ENV, "0")
   with lapack_threads.limited():
     assert _blas_threads() == before
