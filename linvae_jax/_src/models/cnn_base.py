@@ -73,6 +73,30 @@ def check_images(name: str, a, shape, finite: bool = True) -> None:
     validation.check_finite(name, a)
 
 
+class ConvLayers:
+  """Mixin of the CNN models: the checks of ``channels`` and ``dec_channels``
+  (None: ``channels``), the flat image size ``data_dim`` and the conv channels
+  appended to the objective base's ``setting`` (so list it before that base)."""
+
+  def _check_channels(self):
+    check_channels("channels", self.channels)
+    if self.dec_channels is not None:
+      check_channels("dec_channels", self.dec_channels)
+
+  @property
+  def _dec_channels(self) -> tuple:
+    return self.channels if self.dec_channels is None else self.dec_channels
+
+  @property
+  def data_dim(self) -> int:
+    """D = H*W*C of ``image_shape`` (the reconstructed or output image)."""
+    return image_size(self.image_shape)
+
+  @property
+  def setting(self):
+    return f"{super().setting},conv={'-'.join(map(str, self.channels))}"
+
+
 def flat(a, shape):
   """(n, ...) images of ``shape`` as (n, H*W*C)."""
   return jnp.reshape(a, (a.shape[0], image_size(shape)))
@@ -132,3 +156,33 @@ class ConvDecoder(nn.Module):
     t = nn.ConvTranspose(c_out, k, strides=(1, 1), padding="SAME", use_bias=self.bias,
                          param_dtype=self.param_dtype)(t)
     return jnp.reshape(t, (u.shape[0], h * w * c_out))
+
+
+class ConvVAENet(B.SingleLatentNet):
+  """Base of the single-latent CNN networks: their config and, set up by
+  ``_setup_head_and_decoder()`` after the encoder, the Gaussian head ``head``
+  and the decoder ``dec_mlp`` (``hidden`` reversed) then ``dec``
+  (:class:`ConvDecoder` to ``shape``)."""
+  shape: tuple
+  latent_dim: int
+  channels: tuple
+  dec_channels: tuple
+  hidden: tuple
+  kernel: int
+  activation: str
+  encoder_var: str
+  decoder_var: str
+  bias: bool
+  param_dtype: Any
+
+  def _conv_kw(self) -> dict:
+    """Keywords of every conv stack of the net (all but its sizes)."""
+    return {"kernel": self.kernel, "activation": self.activation, "bias": self.bias,
+            "param_dtype": self.param_dtype}
+
+  def _setup_head_and_decoder(self):
+    self.head = B.GaussianHead(self.latent_dim, self.encoder_var, self.bias, self.param_dtype)
+    self.dec_mlp = B.MLP(tuple(reversed(self.hidden)), None, self.activation, self.bias,
+                         self.param_dtype)
+    self.dec = ConvDecoder(self.shape, self.dec_channels, **self._conv_kw())
+    self._setup_dec_scale()

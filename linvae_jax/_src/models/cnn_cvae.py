@@ -21,7 +21,7 @@ variance settings, metrics and the paper conventions (beta_Dang = 2 beta):
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import jax.numpy as jnp
 
@@ -29,33 +29,18 @@ from linvae_jax._src.models import cnn_base as CB
 from linvae_jax._src.models import mlp_base as B
 
 
-class CNNCVAENet(B.DecoderScaleNet):
-  """flax module: ``encode((x, y))``, ``decode(z, (x, y))`` (y unused)."""
+class CNNCVAENet(CB.ConvVAENet):
+  """flax module: ``encode((x, y))``, ``decode(z, (x, y))`` (y unused); ``shape``
+  is y's, ``cond_shape`` x's."""
   cond_shape: tuple
-  shape: tuple
-  latent_dim: int
-  channels: tuple
-  dec_channels: tuple
-  hidden: tuple
-  kernel: int
-  activation: str
-  encoder_var: str
-  decoder_var: str
-  bias: bool
-  param_dtype: Any
 
   def setup(self):
-    kw = {"kernel": self.kernel, "activation": self.activation, "bias": self.bias,
-          "param_dtype": self.param_dtype}
+    kw = self._conv_kw()
     self.trunk_x = CB.ConvEncoder(self.cond_shape, self.channels, (), **kw)
     self.trunk_y = CB.ConvEncoder(self.shape, self.channels, (), **kw)
     self.trunk = B.MLP(self.hidden, None, self.activation, self.bias, self.param_dtype)
-    self.head = B.GaussianHead(self.latent_dim, self.encoder_var, self.bias, self.param_dtype)
     self.dec_x = CB.ConvEncoder(self.cond_shape, self.channels, (), **kw)
-    self.dec_mlp = B.MLP(tuple(reversed(self.hidden)), None, self.activation, self.bias,
-                         self.param_dtype)
-    self.dec = CB.ConvDecoder(self.shape, self.dec_channels, **kw)
-    self._setup_dec_scale()
+    self._setup_head_and_decoder()
 
   def encode(self, inputs):
     x, y = inputs
@@ -65,12 +50,9 @@ class CNNCVAENet(B.DecoderScaleNet):
     x, _ = inputs
     return self.dec(self.dec_mlp(jnp.concatenate([z, self.dec_x(x)], axis=-1)))
 
-  def __call__(self, inputs, z):
-    return self.encode(inputs), self.decode(z, inputs), self.dec_log_scale()
-
 
 @dataclasses.dataclass(frozen=True)
-class CNNCVAE(B.SingleLatent):
+class CNNCVAE(CB.ConvLayers, B.ConditionalInputs, B.SingleLatent):
   """Convolutional conditional (beta-)VAE.
 
   Args:
@@ -97,9 +79,7 @@ class CNNCVAE(B.SingleLatent):
 
   def __post_init__(self):
     B.check_pos_int("latent_dim", self.latent_dim)
-    CB.check_channels("channels", self.channels)
-    if self.dec_channels is not None:
-      CB.check_channels("dec_channels", self.dec_channels)
+    self._check_channels()
     CB.check_image_shape("cond_shape", self.cond_shape, 0)
     CB.check_image_shape("image_shape", self.image_shape, len(self._dec_channels))
     B.check_widths("hidden", self.hidden)
@@ -107,33 +87,17 @@ class CNNCVAE(B.SingleLatent):
     self._check_common()
 
   @property
-  def _dec_channels(self) -> tuple:
-    return self.channels if self.dec_channels is None else self.dec_channels
-
-  @property
-  def data_dim(self) -> int:
-    """D2 = H*W*C of y."""
-    return CB.image_size(self.image_shape)
-
-  @property
   def cond_dim(self) -> int:
     """D0 = H*W*C of x."""
     return CB.image_size(self.cond_shape)
 
-  @property
-  def setting(self):
-    return (f"{self.activation},{self.encoder_var},dec={self.decoder_var},"
-            f"conv={'-'.join(map(str, self.channels))}")
-
   def _net(self, dtype):
-    return CNNCVAENet(self.cond_shape, self.image_shape, self.latent_dim, self.channels,
-                      self._dec_channels, self.hidden, self.kernel, self.activation,
-                      self.encoder_var, self.decoder_var, self.bias, dtype)
+    return CNNCVAENet(self.image_shape, self.latent_dim, self.channels, self._dec_channels,
+                      self.hidden, self.kernel, self.activation, self.encoder_var,
+                      self.decoder_var, self.bias, dtype, cond_shape=self.cond_shape)
 
   def _split(self, batch):
-    if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
-      raise ValueError("batch must be a pair (x, y) for a CVAE (x the condition).")
-    x, y = batch
+    x, y = B.as_pair(batch)
     CB.check_images("batch x (condition)", x, self.cond_shape, finite=False)
     CB.check_images("batch y", y, self.image_shape, finite=False)
     return (x, y), CB.flat(y, self.image_shape)
@@ -142,22 +106,12 @@ class CNNCVAE(B.SingleLatent):
     x, y = inputs
     CB.check_images(f"{name} x (condition)", x, self.cond_shape)
     CB.check_images(f"{name} y", y, self.image_shape)
-    if x.shape[0] != y.shape[0]:
-      raise ValueError(f"{name}: x has {x.shape[0]} rows and y {y.shape[0]}.")
+    B.check_same_rows(name, x, y)
 
   def check_data(self, data) -> None:
     """Shapes (flat or image), equal rows and finiteness of a pair (x, y)."""
     inputs, y = self._split(data)
     self._check_batch(inputs, y, "data")
-
-  def _dummy_batch(self, dt):
-    return jnp.zeros((1, self.cond_dim), dt), jnp.zeros((1, self.data_dim), dt)
-
-  def _in_dim(self):
-    return self.cond_dim + self.data_dim
-
-  def _unflat(self, u):
-    return u[:, :self.cond_dim], u[:, self.cond_dim:]
 
 
 MODELS = {"cnn_cvae": CNNCVAE}

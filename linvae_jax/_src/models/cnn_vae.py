@@ -24,7 +24,7 @@ sizes).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import jax.numpy as jnp
 
@@ -32,29 +32,12 @@ from linvae_jax._src.models import cnn_base as CB
 from linvae_jax._src.models import mlp_base as B
 
 
-class CNNVAENet(B.DecoderScaleNet):
+class CNNVAENet(CB.ConvVAENet):
   """flax module: ``encode(x) -> (mu, log_var)``, ``decode(z, x) -> flat f(z)``."""
-  shape: tuple
-  latent_dim: int
-  channels: tuple
-  dec_channels: tuple
-  hidden: tuple
-  kernel: int
-  activation: str
-  encoder_var: str
-  decoder_var: str
-  bias: bool
-  param_dtype: Any
 
   def setup(self):
-    kw = {"kernel": self.kernel, "activation": self.activation, "bias": self.bias,
-          "param_dtype": self.param_dtype}
-    self.trunk = CB.ConvEncoder(self.shape, self.channels, self.hidden, **kw)
-    self.head = B.GaussianHead(self.latent_dim, self.encoder_var, self.bias, self.param_dtype)
-    self.dec_mlp = B.MLP(tuple(reversed(self.hidden)), None, self.activation, self.bias,
-                         self.param_dtype)
-    self.dec = CB.ConvDecoder(self.shape, self.dec_channels, **kw)
-    self._setup_dec_scale()
+    self.trunk = CB.ConvEncoder(self.shape, self.channels, self.hidden, **self._conv_kw())
+    self._setup_head_and_decoder()
 
   def encode(self, x):
     return self.head(self.trunk(x))
@@ -63,12 +46,9 @@ class CNNVAENet(B.DecoderScaleNet):
     del x
     return self.dec(self.dec_mlp(z))
 
-  def __call__(self, x, z):
-    return self.encode(x), self.decode(z, x), self.dec_log_scale()
-
 
 @dataclasses.dataclass(frozen=True)
-class CNNVAE(B.SingleLatent):
+class CNNVAE(CB.ConvLayers, B.SingleLatent):
   """Convolutional (beta-)VAE.
 
   Args:
@@ -106,28 +86,12 @@ class CNNVAE(B.SingleLatent):
 
   def __post_init__(self):
     B.check_pos_int("latent_dim", self.latent_dim)
-    CB.check_channels("channels", self.channels)
-    if self.dec_channels is not None:
-      CB.check_channels("dec_channels", self.dec_channels)
+    self._check_channels()
     CB.check_image_shape("image_shape", self.image_shape,
                          max(len(self.channels), len(self._dec_channels)))
     B.check_widths("hidden", self.hidden)
     B.check_pos_int("kernel", self.kernel)
     self._check_common()
-
-  @property
-  def _dec_channels(self) -> tuple:
-    return self.channels if self.dec_channels is None else self.dec_channels
-
-  @property
-  def data_dim(self) -> int:
-    """D = H*W*C, the flat image size."""
-    return CB.image_size(self.image_shape)
-
-  @property
-  def setting(self):
-    return (f"{self.activation},{self.encoder_var},dec={self.decoder_var},"
-            f"conv={'-'.join(map(str, self.channels))}")
 
   def _net(self, dtype):
     return CNNVAENet(self.image_shape, self.latent_dim, self.channels, self._dec_channels,
@@ -152,12 +116,6 @@ class CNNVAE(B.SingleLatent):
 
   def _dummy_batch(self, dt):
     return jnp.zeros((1, self.data_dim), dt)
-
-  def _in_dim(self):
-    return self.data_dim
-
-  def _unflat(self, u):
-    return u
 
 
 MODELS = {"cnn_vae": CNNVAE}

@@ -94,6 +94,20 @@ def check_fixed_std(arg: str, value, d: int) -> None:
     raise ValueError(f"{arg} must be a scalar or have shape ({d},), got shape {np.shape(value)}.")
 
 
+def check_same_rows(name: str, x, y) -> None:
+  """x and y of a pair have the same number of rows (examples)."""
+  if x.shape[0] != y.shape[0]:
+    raise ValueError(f"{name}: x has {x.shape[0]} rows and y {y.shape[0]}.")
+
+
+def as_pair(batch):
+  """A conditional model's batch as the pair (x, y), x the condition."""
+  if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
+    raise ValueError("batch must be a pair (x, y) for a CVAE (x the condition).")
+  x, y = batch
+  return x, y
+
+
 # -------------------------------------------------------------- flax parts --
 
 class MLP(nn.Module):
@@ -129,6 +143,15 @@ class DecoderScaleNet(nn.Module):
     if self.decoder_var == "learnable":
       return self.log_scale
     return jnp.zeros((), self.param_dtype)
+
+
+class SingleLatentNet(DecoderScaleNet):
+  """Base of the single-latent networks (:class:`SingleLatent`): subclasses
+  define ``encode(inputs)`` and ``decode(z, inputs)``; ``__call__`` runs both
+  and ``dec_log_scale``, so ``init`` creates every parameter."""
+
+  def __call__(self, inputs, z):
+    return self.encode(inputs), self.decode(z, inputs), self.dec_log_scale()
 
 
 class GaussianHead(nn.Module):
@@ -267,9 +290,12 @@ class NonlinearModel(abc.ABC):
 class SingleLatent(NonlinearModel):
   r"""Shared objective and evaluation of models with one Gaussian latent z.
 
-  Subclasses supply ``_split(batch) -> (inputs, target)``, ``_net()`` and the
-  flax methods ``encode(inputs) -> (mu, log_var or None)``,
-  ``decode(z, inputs) -> mean of the target`` and ``dec_log_scale()``.
+  Subclasses supply ``_split(batch) -> (inputs, target)``, ``_check_batch``,
+  ``_dummy_batch`` and ``_net()``, a :class:`SingleLatentNet` with the flax
+  methods ``encode(inputs) -> (mu, log_var or None)`` and
+  ``decode(z, inputs) -> mean of the target``. ``_in_dim`` and ``_unflat``
+  (``linear_maps``' flat view of the inputs) default to the input x alone;
+  :class:`ConditionalInputs` gives the pair (x, y).
 
   ``sampled_loss`` (per example, averaged over the minibatch; one
   reparameterised z per example, analytic KL):
@@ -388,6 +414,12 @@ class SingleLatent(NonlinearModel):
                eta_dec_std=jnp.asarray(dstd, mu.dtype))
     return out
 
+  def _in_dim(self):
+    return self.data_dim
+
+  def _unflat(self, u):
+    return u
+
   def linear_maps(self, params, hyper=None):
     r"""For ``activation="identity"``: the affine maps the network computes.
 
@@ -415,3 +447,33 @@ class SingleLatent(NonlinearModel):
     if lv is not None and self.encoder_var == "learnable":
       out["sigma_std"] = jnp.exp(0.5 * lv[0])
     return out
+
+
+class DenseWidths:
+  """Mixin of the MLP single-latent models: checks of the encoder's ``hidden``
+  and decoder's ``dec_hidden`` widths; ``dec_hidden=None`` mirrors the encoder."""
+
+  def _check_widths(self):
+    check_widths("hidden", self.hidden)
+    if self.dec_hidden is not None:
+      check_widths("dec_hidden", self.dec_hidden)
+
+  @property
+  def _dec_hidden(self) -> tuple:
+    return tuple(reversed(self.hidden)) if self.dec_hidden is None else self.dec_hidden
+
+
+class ConditionalInputs:
+  """Mixin of the conditional models: the inputs are the pair (x, y) of the
+  condition x (``cond_dim``) and the output y (``data_dim``), flat [x; y] in
+  ``linear_maps`` (list it before :class:`SingleLatent`, whose x-alone
+  defaults it replaces)."""
+
+  def _dummy_batch(self, dt):
+    return jnp.zeros((1, self.cond_dim), dt), jnp.zeros((1, self.data_dim), dt)
+
+  def _in_dim(self):
+    return self.cond_dim + self.data_dim
+
+  def _unflat(self, u):
+    return u[:, :self.cond_dim], u[:, self.cond_dim:]

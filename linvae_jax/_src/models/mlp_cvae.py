@@ -22,31 +22,17 @@ layers. Objective, variances and the paper conventions:
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import jax.numpy as jnp
 
 from linvae_jax._src.models import mlp_base as B
+from linvae_jax._src.models.mlp_vae import VAENet
 
 
-class CVAENet(B.DecoderScaleNet):
-  """flax module: ``encode((x, y))``, ``decode(z, (x, y))`` (y unused)."""
-  data_dim: int
-  latent_dim: int
-  hidden: tuple
-  dec_hidden: tuple
-  activation: str
-  encoder_var: str
-  decoder_var: str
-  bias: bool
-  param_dtype: Any
-
-  def setup(self):
-    kw = {"activation": self.activation, "bias": self.bias, "param_dtype": self.param_dtype}
-    self.trunk = B.MLP(self.hidden, None, **kw)
-    self.head = B.GaussianHead(self.latent_dim, self.encoder_var, self.bias, self.param_dtype)
-    self.dec = B.MLP(self.dec_hidden, self.data_dim, **kw)
-    self._setup_dec_scale()
+class CVAENet(VAENet):
+  """flax module: ``encode((x, y))``, ``decode(z, (x, y))`` (y unused). The
+  VAE's layers (``target_dim`` = D2), fed [x; y] and [z; x]."""
 
   def encode(self, inputs):
     x, y = inputs
@@ -56,12 +42,9 @@ class CVAENet(B.DecoderScaleNet):
     x, _ = inputs
     return self.dec(jnp.concatenate([z, x], axis=-1))
 
-  def __call__(self, inputs, z):
-    return self.encode(inputs), self.decode(z, inputs), self.dec_log_scale()
-
 
 @dataclasses.dataclass(frozen=True)
-class MLPCVAE(B.SingleLatent):
+class MLPCVAE(B.DenseWidths, B.ConditionalInputs, B.SingleLatent):
   """MLP conditional (beta-)VAE.
 
   Args:
@@ -86,37 +69,22 @@ class MLPCVAE(B.SingleLatent):
   def __post_init__(self):
     for arg in ("data_dim", "cond_dim", "latent_dim"):
       B.check_pos_int(arg, getattr(self, arg))
-    B.check_widths("hidden", self.hidden)
-    if self.dec_hidden is not None:
-      B.check_widths("dec_hidden", self.dec_hidden)
+    self._check_widths()
     self._check_common()
 
   def _net(self, dtype):
-    dec = tuple(reversed(self.hidden)) if self.dec_hidden is None else self.dec_hidden
-    return CVAENet(self.data_dim, self.latent_dim, self.hidden, dec, self.activation,
+    return CVAENet(self.data_dim, self.latent_dim, self.hidden, self._dec_hidden, self.activation,
                    self.encoder_var, self.decoder_var, self.bias, dtype)
 
   def _split(self, batch):
-    if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
-      raise ValueError("batch must be a pair (x, y) for a CVAE (x the condition).")
-    x, y = batch
+    x, y = B.as_pair(batch)
     return (x, y), y
 
   def _check_batch(self, inputs, y, name):
     x, _ = inputs
     B.check_data_array(f"{name} x (condition)", x, self.cond_dim, "cond_dim")
     B.check_data_array(f"{name} y", y, self.data_dim, "data_dim")
-    if x.shape[0] != y.shape[0]:
-      raise ValueError(f"{name}: x has {x.shape[0]} rows and y {y.shape[0]}.")
-
-  def _dummy_batch(self, dt):
-    return jnp.zeros((1, self.cond_dim), dt), jnp.zeros((1, self.data_dim), dt)
-
-  def _in_dim(self):
-    return self.cond_dim + self.data_dim
-
-  def _unflat(self, u):
-    return u[:, :self.cond_dim], u[:, self.cond_dim:]
+    B.check_same_rows(name, x, y)
 
 
 MODELS = {"mlp_cvae": MLPCVAE}

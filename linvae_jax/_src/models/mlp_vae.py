@@ -31,7 +31,7 @@ import jax.numpy as jnp
 from linvae_jax._src.models import mlp_base as B
 
 
-class VAENet(B.DecoderScaleNet):
+class VAENet(B.SingleLatentNet):
   """flax module: ``encode(x) -> (mu, log_var)``, ``decode(z, x) -> f(z)``."""
   target_dim: int
   latent_dim: int
@@ -57,12 +57,9 @@ class VAENet(B.DecoderScaleNet):
     del x
     return self.dec(z)
 
-  def __call__(self, x, z):
-    return self.encode(x), self.decode(z, x), self.dec_log_scale()
-
 
 @dataclasses.dataclass(frozen=True)
-class MLPVAE(B.SingleLatent):
+class MLPVAE(B.DenseWidths, B.SingleLatent):
   """MLP (beta-)VAE.
 
   Args:
@@ -95,9 +92,7 @@ class MLPVAE(B.SingleLatent):
     B.check_pos_int("latent_dim", self.latent_dim)
     if self.target_dim is not None:
       B.check_pos_int("target_dim", self.target_dim)
-    B.check_widths("hidden", self.hidden)
-    if self.dec_hidden is not None:
-      B.check_widths("dec_hidden", self.dec_hidden)
+    self._check_widths()
     self._check_common()
 
   @property
@@ -105,8 +100,7 @@ class MLPVAE(B.SingleLatent):
     return self.data_dim if self.target_dim is None else self.target_dim
 
   def _net(self, dtype):
-    dec = tuple(reversed(self.hidden)) if self.dec_hidden is None else self.dec_hidden
-    return VAENet(self.out_dim, self.latent_dim, self.hidden, dec, self.activation,
+    return VAENet(self.out_dim, self.latent_dim, self.hidden, self._dec_hidden, self.activation,
                   self.encoder_var, self.decoder_var, self.bias, dtype)
 
   def _split(self, batch):
@@ -125,18 +119,11 @@ class MLPVAE(B.SingleLatent):
     B.check_data_array(f"{name} x", x, self.data_dim, "data_dim")
     if y is not x:
       B.check_data_array(f"{name} y", y, self.out_dim, "target_dim")
-      if y.shape[0] != x.shape[0]:
-        raise ValueError(f"{name}: x has {x.shape[0]} rows and y {y.shape[0]}.")
+      B.check_same_rows(name, x, y)
 
   def _dummy_batch(self, dt):
     x = jnp.zeros((1, self.data_dim), dt)
     return x if self.target_dim is None else (x, jnp.zeros((1, self.out_dim), dt))
-
-  def _in_dim(self):
-    return self.data_dim
-
-  def _unflat(self, u):
-    return u
 
 
 MODELS = {"mlp_vae": MLPVAE}
