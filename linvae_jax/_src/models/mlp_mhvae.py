@@ -45,29 +45,19 @@ from linvae_jax._src import nonlinear_metrics as nm
 from linvae_jax._src.models import mlp_base as B
 
 
-class MHVAENet(B.DecoderScaleNet):
-  data_dim: int
-  latent_dim1: int
-  latent_dim2: int
-  hidden: tuple
-  hidden2: tuple
-  activation: str
-  sigma2_var: str
-  decoder_var: str
-  bias: bool
-  param_dtype: Any
+class TwoLatentNet(B.DecoderScaleNet):
+  """Base of the MHVAE networks: subclasses declare ``latent_dim1``,
+  ``latent_dim2``, ``hidden2``, ``sigma2_var``, ``activation``, ``bias``,
+  ``decoder_var`` and ``param_dtype``, define ``encode1`` (x -> mu1) and
+  ``dec1`` (z1 -> x), and call ``_setup_z2()`` and ``_setup_dec_scale()`` in
+  ``setup``."""
 
-  def setup(self):
+  def _setup_z2(self):
+    """The z1 -> z2 encoder (``hidden2``) and the z2 -> z1 decoder (reversed)."""
     kw = {"activation": self.activation, "bias": self.bias, "param_dtype": self.param_dtype}
-    self.enc1 = B.MLP(self.hidden, self.latent_dim1, **kw)
     self.trunk2 = B.MLP(self.hidden2, None, **kw)
     self.head2 = B.GaussianHead(self.latent_dim2, self.sigma2_var, self.bias, self.param_dtype)
     self.dec2 = B.MLP(tuple(reversed(self.hidden2)), self.latent_dim1, **kw)
-    self.dec1 = B.MLP(tuple(reversed(self.hidden)), self.data_dim, **kw)
-    self._setup_dec_scale()
-
-  def encode1(self, x):
-    return self.enc1(x)
 
   def encode2(self, z1):
     return self.head2(self.trunk2(z1))
@@ -83,39 +73,34 @@ class MHVAENet(B.DecoderScaleNet):
             self.dec_log_scale())
 
 
-@dataclasses.dataclass(frozen=True)
-class MLPMHVAE(B.NonlinearModel):
-  """MLP two-latent MHVAE.
-
-  Args:
-    data_dim: D.
-    latent_dim1, latent_dim2: d1, d2.
-    hidden: widths of the x -> z1 encoder (the z1 -> x decoder reversed).
-    hidden2: widths of the z1 -> z2 encoder (z2 -> z1 decoder reversed);
-      None: ``hidden``.
-    activation, decoder_var, bias and the evaluation options: as
-      :class:`mlp_vae.MLPVAE`.
-    sigma2_var: ``"learnable"``, ``"data_dependent"`` or ``"fixed"``.
-  """
+class MHVAENet(TwoLatentNet):
   data_dim: int
   latent_dim1: int
   latent_dim2: int
-  hidden: tuple = (256,)
-  hidden2: tuple | None = None
-  activation: str = "relu"
-  sigma2_var: str = "learnable"
-  decoder_var: str = "fixed"
-  bias: bool = True
+  hidden: tuple
+  hidden2: tuple
+  activation: str
+  sigma2_var: str
+  decoder_var: str
+  bias: bool
+  param_dtype: Any
 
-  name: ClassVar[str] = "mlp_mhvae"
+  def setup(self):
+    kw = {"activation": self.activation, "bias": self.bias, "param_dtype": self.param_dtype}
+    self.enc1 = B.MLP(self.hidden, self.latent_dim1, **kw)
+    self._setup_z2()
+    self.dec1 = B.MLP(tuple(reversed(self.hidden)), self.data_dim, **kw)
+    self._setup_dec_scale()
 
-  def __post_init__(self):
-    for arg in ("data_dim", "latent_dim1", "latent_dim2"):
-      B.check_pos_int(arg, getattr(self, arg))
-    B.check_widths("hidden", self.hidden)
-    if self.hidden2 is not None:
-      B.check_widths("hidden2", self.hidden2)
-    self._check_common()
+  def encode1(self, x):
+    return self.enc1(x)
+
+
+class TwoLatent(B.NonlinearModel):
+  """Shared objective and evaluation of the two-latent MHVAEs (module
+  docstring). Subclasses supply ``data_dim``, ``_net()`` (a
+  :class:`TwoLatentNet`) and ``_x(params, batch, name)``: the data x as flat
+  (n, D) in the parameters' dtype, after the shape checks."""
 
   @property
   def hyper_names(self):
@@ -132,23 +117,12 @@ class MLPMHVAE(B.NonlinearModel):
     if self.sigma2_var == "fixed":
       B.check_fixed_std("sigma2", hyper["sigma2"], self.latent_dim2)
 
-  def _net(self, dtype):
-    h2 = self.hidden if self.hidden2 is None else self.hidden2
-    return MHVAENet(self.data_dim, self.latent_dim1, self.latent_dim2, self.hidden, h2,
-                    self.activation, self.sigma2_var, self.decoder_var, self.bias, dtype)
-
   def init(self, key, moments=None, scale=1.0):
+    """Parameters (``{"params": ...}``): LeCun-normal kernels times ``scale``."""
     dt = self._dtype(moments)
     args = (jnp.zeros((1, self.data_dim), dt), jnp.zeros((1, self.latent_dim1), dt),
             jnp.zeros((1, self.latent_dim2), dt))
     return B.scale_kernels(self._net(dt).init(key, *args), scale)
-
-  def _x(self, params, batch, name="batch"):
-    x = batch[0] if isinstance(batch, (tuple, list)) else batch
-    if isinstance(batch, (tuple, list)) and len(batch) != 1:
-      raise ValueError("batch must be x (the MHVAE reconstructs its input).")
-    B.check_data_array(f"{name} x", x, self.data_dim, "data_dim")
-    return jnp.asarray(x, self._param_dtype(params))
 
   def _apply(self, params, method, *args):
     return self._net(self._param_dtype(params)).apply(params, *args, method=method)
@@ -213,6 +187,53 @@ class MLPMHVAE(B.NonlinearModel):
                z1_au=nm.active_units(mu1, self.au_threshold), z1_mean_var=nm.mean_variance(mu1),
                z1_cov_rank=nm.mean_cov_rank(mu1, self.au_threshold))
     return out
+
+
+@dataclasses.dataclass(frozen=True)
+class MLPMHVAE(TwoLatent):
+  """MLP two-latent MHVAE.
+
+  Args:
+    data_dim: D.
+    latent_dim1, latent_dim2: d1, d2.
+    hidden: widths of the x -> z1 encoder (the z1 -> x decoder reversed).
+    hidden2: widths of the z1 -> z2 encoder (z2 -> z1 decoder reversed);
+      None: ``hidden``.
+    activation, decoder_var, bias and the evaluation options: as
+      :class:`mlp_vae.MLPVAE`.
+    sigma2_var: ``"learnable"``, ``"data_dependent"`` or ``"fixed"``.
+  """
+  data_dim: int
+  latent_dim1: int
+  latent_dim2: int
+  hidden: tuple = (256,)
+  hidden2: tuple | None = None
+  activation: str = "relu"
+  sigma2_var: str = "learnable"
+  decoder_var: str = "fixed"
+  bias: bool = True
+
+  name: ClassVar[str] = "mlp_mhvae"
+
+  def __post_init__(self):
+    for arg in ("data_dim", "latent_dim1", "latent_dim2"):
+      B.check_pos_int(arg, getattr(self, arg))
+    B.check_widths("hidden", self.hidden)
+    if self.hidden2 is not None:
+      B.check_widths("hidden2", self.hidden2)
+    self._check_common()
+
+  def _net(self, dtype):
+    h2 = self.hidden if self.hidden2 is None else self.hidden2
+    return MHVAENet(self.data_dim, self.latent_dim1, self.latent_dim2, self.hidden, h2,
+                    self.activation, self.sigma2_var, self.decoder_var, self.bias, dtype)
+
+  def _x(self, params, batch, name="batch"):
+    x = batch[0] if isinstance(batch, (tuple, list)) else batch
+    if isinstance(batch, (tuple, list)) and len(batch) != 1:
+      raise ValueError("batch must be x (the MHVAE reconstructs its input).")
+    B.check_data_array(f"{name} x", x, self.data_dim, "data_dim")
+    return jnp.asarray(x, self._param_dtype(params))
 
 
 MODELS = {"mlp_mhvae": MLPMHVAE}
