@@ -3,12 +3,14 @@
 On CPU, jax's SVD and ``eigh`` call LAPACK from scipy's OpenBLAS, on one of
 XLA's threads. OpenBLAS then wakes its own worker threads, which spin-wait for
 work; beside XLA's thread pool, a second pytest worker or any other busy
-process they fight for the cores. Measured on a 2-core CPU at load 3 (CVAE on
-MNIST quadrant shapes, d1 = 64, float32): an SVD of a 588 x 64 matrix took 8 ms
-or 370 ms from one call to the next, and one history record (the loss, D_MA,
-the rank view) 180-730 ms; with one OpenBLAS thread they took 2.4 ms and
-10-15 ms (``benchmarks/lapack_threads.py``). The matrices the engine
-decomposes are small (at most a few hundred rows), so one thread loses nothing.
+process they fight for the cores. On a 2-core CPU (CVAE on MNIST quadrant
+shapes, d1 = 64, float32; ``benchmarks/results/lapack_threads_cpu.md``) one
+history record (the loss, D_MA, the rank view) took 1.4x as long with
+OpenBLAS's default 2 threads as with one on an idle machine, 2x beside one busy
+process and 4x (up to 15x) beside two; a 3-cell L-BFGS grid 1.2-1.5x. Beside a
+second jax process running tests (load 3) a record measured 180-730 ms against
+10-15 ms with one thread. The matrices the engine decomposes are small (at
+most a few hundred rows): one thread was faster even on the idle machine.
 
 :func:`limited` is a context manager and decorator that sets every loaded
 OpenBLAS (scipy's, which jax uses, and numpy's) to ``LINVAE_LAPACK_THREADS``
