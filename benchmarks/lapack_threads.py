@@ -37,7 +37,6 @@ import jax
 jax.config.update("jax_enable_x64", True)
 
 import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
 
 import linvae_jax as lv  # noqa: E402
 from linvae_jax._src import compare, engine, lapack_threads, spectra  # noqa: E402
